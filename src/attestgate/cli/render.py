@@ -1,0 +1,87 @@
+"""Text output for people. Machines read ``--format json`` instead."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from attestgate.audit import AuditRecord, VerifyResult
+
+_SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def render_decision(record: dict[str, Any]) -> str:
+    """Render a decision record with its findings grouped by file."""
+    artifact = record["artifact"]
+    lines = [
+        f"artifact  {artifact['path']}",
+        f"          {artifact['kind']}, {len(artifact['files'])} file(s), "
+        f"{_size(artifact['size'])}",
+        f"digest    sha256:{artifact['digest']['sha256']}",
+        f"stage     {record['stage']}",
+        f"policy    {record['policy']['name']} "
+        f"(sha256:{record['policy']['digest']['sha256'][:16]}...)",
+        "",
+    ]
+    formats = {f["path"]: f["format"] for f in artifact["files"]}
+    by_file: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for finding in record["findings"]:
+        by_file[finding["file"]].append(finding)
+    if not by_file:
+        lines.append("no findings")
+    for file in sorted(by_file):
+        base = file.split(":", 1)[0]
+        fmt = formats.get(base)
+        lines.append(f"{file}" + (f"  [{fmt}]" if fmt else ""))
+        for finding in sorted(by_file[file], key=lambda f: _SEVERITY_ORDER[f["severity"]]):
+            lines.append(f"  {finding['severity'].upper():<8} {finding['rule']}")
+            lines.append(f"           {finding['message']}")
+            lines.append(f"           fix: {finding['remediation']}")
+        lines.append("")
+    lines.append(f"decision  {record['decision'].upper()}")
+    lines.append(f"          {record['summary']}")
+    for reason in record["reasons"][:20]:
+        lines.append(
+            f"          - {reason['rule']} ({reason['severity']}) in {reason['file']} "
+            f"-> {reason['action']} by {reason['policy_path']}"
+        )
+    if len(record["reasons"]) > 20:
+        lines.append(
+            f"          ... and {len(record['reasons']) - 20} more reasons (see --format json)"
+        )
+    if "audit" in record:
+        lines.append(f"record    {record['id']} (audit log entry {record['audit']['seq']})")
+    return "\n".join(lines)
+
+
+def render_audit_list(records: list[AuditRecord]) -> str:
+    if not records:
+        return "the audit log is empty"
+    lines = [f"{'seq':>6}  {'time':<25} {'kind':<10} {'decision':<10} {'stage':<11} artifact"]
+    for r in records:
+        body = r.body
+        lines.append(
+            f"{r.seq:>6}  {r.created_at[:25]:<25} {r.kind:<10} {body.get('decision', '-'):<10} "
+            f"{body.get('stage', '-'):<11} {r.artifact_digest or '-'}  "
+            f"{body.get('artifact', {}).get('path', '')}"
+        )
+    return "\n".join(lines)
+
+
+def render_verify(result: VerifyResult, where: str) -> str:
+    if result.ok:
+        return f"audit log {where} is intact: {result.records} record(s), hash chain verified"
+    first = f" at record {result.first_bad_seq}" if result.first_bad_seq is not None else ""
+    return (
+        f"audit log {where} FAILED verification{first}: {result.problem}\n"
+        f"{result.records} record(s) before the break verified"
+    )

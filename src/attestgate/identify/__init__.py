@@ -1,0 +1,1 @@
+"""Identify an artifact: its files, their digests and their formats."""

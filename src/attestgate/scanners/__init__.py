@@ -1,0 +1,143 @@
+"""Format scanners and the registry that picks one for each stream."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import traceback
+
+from attestgate.findings import CHECK_FAILED, Finding, Severity
+from attestgate.identify.formats import SNIFF_BYTES, Format, sniff
+from attestgate.scanners.interface import (
+    Limits,
+    ReadAt,
+    ScanContext,
+    Scanner,
+    ScanResult,
+)
+
+__all__ = [
+    "Limits",
+    "ReadAt",
+    "ScanContext",
+    "ScanResult",
+    "Scanner",
+    "open_scanner",
+    "scan_bytes",
+]
+
+logger = logging.getLogger(__name__)
+
+# Format -> "module:class". Modules load on first use so that start-up stays
+# cheap and a broken optional scanner cannot break the others.
+_REGISTRY: dict[Format, str] = {
+    Format.PICKLE: "attestgate.scanners.pickle_scanner:PickleScanner",
+    Format.MAYBE_PICKLE: "attestgate.scanners.pickle_scanner:PickleScanner",
+    Format.SAFETENSORS: "attestgate.scanners.safetensors_scanner:SafetensorsScanner",
+    Format.ZIP: "attestgate.scanners.zip_scanner:ZipScanner",
+    Format.JSON: "attestgate.scanners.huggingface:JsonConfigScanner",
+    Format.PYTHON: "attestgate.scanners.huggingface:PythonCodeScanner",
+}
+
+
+def _load(spec: str) -> type[Scanner]:
+    module_name, _, class_name = spec.partition(":")
+    module = importlib.import_module(module_name)
+    cls: type[Scanner] = getattr(module, class_name)
+    return cls
+
+
+def open_scanner(fmt: Format, ctx: ScanContext) -> Scanner | None:
+    """Return a guarded scanner for ``fmt``, or None when no scanner applies."""
+    spec = _REGISTRY.get(fmt)
+    if spec is None:
+        return None
+    try:
+        cls = _load(spec)
+        return GuardedScanner(cls(ctx, fmt), ctx)
+    except Exception as exc:
+        logger.error("scanner for %s failed to start on %s: %s", fmt, ctx.file, exc)
+        logger.debug("traceback", exc_info=True)
+        return FailedScanner(ctx, fmt, exc)
+
+
+def scan_bytes(data: bytes, ctx: ScanContext, name: str = "") -> tuple[Format, ScanResult]:
+    """Sniff and scan an in-memory buffer, such as a small archive member."""
+    fmt = sniff(data[:SNIFF_BYTES], len(data), name)
+    scanner = open_scanner(fmt, ctx)
+    if scanner is None:
+        return fmt, ScanResult()
+    scanner.feed(memoryview(data))
+
+    def read_at(offset: int, length: int) -> bytes:
+        return data[offset : offset + length]
+
+    return fmt, scanner.close(read_at)
+
+
+def _failure(ctx: ScanContext, check: str, exc: BaseException) -> Finding:
+    return Finding(
+        rule=CHECK_FAILED,
+        severity=Severity.HIGH,
+        file=ctx.file,
+        message=f"the {check} check failed before finishing: {type(exc).__name__}: {exc}",
+        remediation=(
+            "The gate could not inspect this file, so it cannot vouch for it. "
+            "Report the error with the file's format to the attestgate maintainers; "
+            "until then a reviewer must inspect the file by hand."
+        ),
+        check=check,
+        details={
+            "error": type(exc).__name__,
+            "traceback": traceback.format_exc(limit=5),
+        },
+    )
+
+
+class GuardedScanner(Scanner):
+    """Wraps a scanner so that its exceptions become ``check.failed`` findings."""
+
+    check = "guard"
+
+    def __init__(self, inner: Scanner, ctx: ScanContext) -> None:
+        super().__init__(ctx, inner.format)
+        self.inner = inner
+        self.check = inner.check
+        self.version = inner.version
+        self._error: Finding | None = None
+
+    def feed(self, chunk: memoryview) -> None:
+        if self._error is not None:
+            return
+        try:
+            self.inner.feed(chunk)
+        except Exception as exc:
+            logger.error("%s check failed on %s: %s", self.check, self.ctx.file, exc)
+            logger.debug("traceback", exc_info=True)
+            self._error = _failure(self.ctx, self.check, exc)
+
+    def close(self, read_at: ReadAt | None = None) -> ScanResult:
+        if self._error is not None:
+            return ScanResult(findings=[self._error])
+        try:
+            return self.inner.close(read_at)
+        except Exception as exc:
+            logger.error("%s check failed on %s: %s", self.check, self.ctx.file, exc)
+            logger.debug("traceback", exc_info=True)
+            return ScanResult(findings=[_failure(self.ctx, self.check, exc)])
+
+
+class FailedScanner(Scanner):
+    """Stands in for a scanner that could not be created."""
+
+    check = "registry"
+
+    def __init__(self, ctx: ScanContext, fmt: Format, exc: Exception) -> None:
+        super().__init__(ctx, fmt)
+        self._finding = _failure(ctx, f"{fmt} scanner", exc)
+
+    def feed(self, chunk: memoryview) -> None:
+        return None
+
+    def close(self, read_at: ReadAt | None = None) -> ScanResult:
+        return ScanResult(findings=[self._finding])
