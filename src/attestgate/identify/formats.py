@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import struct
 
 
@@ -19,19 +20,39 @@ class Format(enum.StrEnum):
     PYTORCH_ZIP = "pytorch-zip"
     TORCHSCRIPT = "torchscript"
     ZIP = "zip"
+    # Refined by the zip scanner from the members it lists.
+    KERAS = "keras"
+    NUMPY_NPZ = "npz"
+    WHEEL = "wheel"
     GZIP = "gzip"
+    BZIP2 = "bzip2"
+    XZ = "xz"
+    ZSTD = "zstd"
+    TAR = "tar"
+    SEVENZIP = "7z"
     GGUF = "gguf"
     NUMPY = "numpy"
     HDF5 = "hdf5"
     ONNX = "onnx"
+    TF_SAVEDMODEL = "tf-savedmodel"
+    PARQUET = "parquet"
+    ARROW = "arrow"
+    NATIVE_EXECUTABLE = "native-executable"
     JSON = "json"
+    JSON_LINES = "jsonl"
     PYTHON = "python"
     TEXT = "text"
     UNKNOWN = "unknown"
 
 
-# Enough bytes to recognise every format below.
-SNIFF_BYTES = 64
+# Enough bytes to recognise every format below; a tar header's "ustar"
+# magic sits at offset 257.
+SNIFF_BYTES = 512
+
+# ONNX ModelProto starts with ir_version (field 1, varint; 3 to 15 in every
+# released ONNX version so far) followed by another top-level field such as
+# producer_name, domain, graph or opset_import.
+_ONNX_NEXT_FIELDS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x4A, 0x72})
 
 # First opcodes with which protocol 0 and 1 pickles usually start: MARK,
 # GLOBAL, INST, EMPTY_DICT, EMPTY_LIST, EMPTY_TUPLE and the scalar opcodes.
@@ -53,12 +74,35 @@ def sniff(head: bytes, size: int, name: str = "") -> Format:
         return Format.ZIP
     if head[:2] == b"\x1f\x8b":
         return Format.GZIP
+    if head[:3] == b"BZh":
+        return Format.BZIP2
+    if head[:6] == b"\xfd7zXZ\x00":
+        return Format.XZ
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return Format.ZSTD
+    if head[:6] == b"7z\xbc\xaf\x27\x1c":
+        return Format.SEVENZIP
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return Format.TAR
     if head[:4] == b"GGUF":
         return Format.GGUF
     if head[:6] == b"\x93NUMPY":
         return Format.NUMPY
     if head[:8] == b"\x89HDF\r\n\x1a\n":
         return Format.HDF5
+    if head[:4] == b"PAR1":
+        return Format.PARQUET
+    if head[:6] == b"ARROW1" or head[:4] == b"\xff\xff\xff\xff":
+        return Format.ARROW
+    if head[:4] in (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe"):
+        return Format.NATIVE_EXECUTABLE
+    if head[:2] == b"MZ" and b"This program cannot be run in DOS mode" in head:
+        return Format.NATIVE_EXECUTABLE
+    if len(head) >= 3 and head[0] == 0x08 and 3 <= head[1] <= 15 and head[2] in _ONNX_NEXT_FIELDS:
+        return Format.ONNX
+    if head[:3] == b"\x08\x01\x12":
+        # SavedModel: saved_model_schema_version 1, then meta_graphs.
+        return Format.TF_SAVEDMODEL
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return Format.PICKLE
     if _looks_like_safetensors(head, size):
@@ -66,7 +110,7 @@ def sniff(head: bytes, size: int, name: str = "") -> Format:
     if name.endswith(_PYTHON_SUFFIXES) or (head.startswith(b"#!") and b"python" in head):
         return Format.PYTHON
     if _looks_like_json(head):
-        return Format.JSON
+        return Format.JSON_LINES if _looks_like_json_lines(head) else Format.JSON
     if head[0] in _PROTO0_STARTS:
         return Format.MAYBE_PICKLE
     if _looks_like_text(head):
@@ -91,6 +135,19 @@ def _looks_like_json(head: bytes) -> bool:
         if inner and inner[:1] not in b'{["-0123456789tfn]':
             return False
     return text[:1] in (b"{", b"[") and _looks_like_text(head)
+
+
+def _looks_like_json_lines(head: bytes) -> bool:
+    # A complete first line that parses as one JSON value, followed by
+    # another line that starts a JSON object.
+    first, sep, rest = head.lstrip().partition(b"\n")
+    if not sep or rest.lstrip()[:1] != b"{":
+        return False
+    try:
+        json.loads(first)
+    except ValueError:
+        return False
+    return True
 
 
 def _looks_like_text(head: bytes) -> bool:

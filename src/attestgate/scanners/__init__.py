@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import logging
 import traceback
@@ -37,7 +38,44 @@ _REGISTRY: dict[Format, str] = {
     Format.ZIP: "attestgate.scanners.zip_scanner:ZipScanner",
     Format.JSON: "attestgate.scanners.huggingface:JsonConfigScanner",
     Format.PYTHON: "attestgate.scanners.huggingface:PythonCodeScanner",
+    Format.GGUF: "attestgate.scanners.gguf_scanner:GgufScanner",
+    Format.ONNX: "attestgate.scanners.onnx_scanner:OnnxScanner",
+    Format.TF_SAVEDMODEL: "attestgate.scanners.savedmodel_scanner:SavedModelScanner",
+    Format.HDF5: "attestgate.scanners.keras_scanner:Hdf5Scanner",
+    Format.NUMPY: "attestgate.scanners.numpy_scanner:NpyScanner",
+    Format.GZIP: "attestgate.scanners.archive_scanner:ArchiveScanner",
+    Format.BZIP2: "attestgate.scanners.archive_scanner:ArchiveScanner",
+    Format.XZ: "attestgate.scanners.archive_scanner:ArchiveScanner",
+    Format.ZSTD: "attestgate.scanners.archive_scanner:ArchiveScanner",
+    Format.TAR: "attestgate.scanners.archive_scanner:ArchiveScanner",
+    Format.SEVENZIP: "attestgate.scanners.archive_scanner:ArchiveScanner",
+    Format.PARQUET: "attestgate.scanners.dataset_scanner:DatasetScanner",
+    Format.ARROW: "attestgate.scanners.dataset_scanner:DatasetScanner",
+    Format.JSON_LINES: "attestgate.scanners.dataset_scanner:DatasetScanner",
+    Format.NATIVE_EXECUTABLE: "attestgate.scanners.binary_scanner:NativeExecutableScanner",
 }
+
+# File-name patterns for files whose bytes are plain text, so that only the
+# name says what they are (dependency lists, chat templates). A name match
+# never replaces the scanner chosen from the bytes: both run.
+_NAME_REGISTRY: tuple[tuple[str, str], ...] = (
+    ("requirements*.txt", "attestgate.scanners.deps_scanner:RequirementsScanner"),
+    ("requirements*.in", "attestgate.scanners.deps_scanner:RequirementsScanner"),
+    ("constraints*.txt", "attestgate.scanners.deps_scanner:RequirementsScanner"),
+    ("pylock.toml", "attestgate.scanners.deps_scanner:LockFileScanner"),
+    ("pylock.*.toml", "attestgate.scanners.deps_scanner:LockFileScanner"),
+    ("uv.lock", "attestgate.scanners.deps_scanner:LockFileScanner"),
+    ("poetry.lock", "attestgate.scanners.deps_scanner:LockFileScanner"),
+    ("Pipfile.lock", "attestgate.scanners.deps_scanner:LockFileScanner"),
+    ("environment.yml", "attestgate.scanners.deps_scanner:LockFileScanner"),
+    ("environment.yaml", "attestgate.scanners.deps_scanner:LockFileScanner"),
+    ("*.jinja", "attestgate.scanners.chat_template:ChatTemplateFileScanner"),
+)
+
+
+def base_name(location: str) -> str:
+    """Return the file name at the end of a location such as ``a.zip:dir/b.txt``."""
+    return location.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
 
 
 def _load(spec: str) -> type[Scanner]:
@@ -47,18 +85,32 @@ def _load(spec: str) -> type[Scanner]:
     return cls
 
 
-def open_scanner(fmt: Format, ctx: ScanContext) -> Scanner | None:
-    """Return a guarded scanner for ``fmt``, or None when no scanner applies."""
-    spec = _REGISTRY.get(fmt)
-    if spec is None:
-        return None
+def _start(spec: str, fmt: Format, ctx: ScanContext) -> Scanner:
     try:
         cls = _load(spec)
         return GuardedScanner(cls(ctx, fmt), ctx)
-    except Exception as exc:
+    except Exception as exc:  # a scanner that cannot start is a check failure
         logger.error("scanner for %s failed to start on %s: %s", fmt, ctx.file, exc)
         logger.debug("traceback", exc_info=True)
         return FailedScanner(ctx, fmt, exc)
+
+
+def open_scanner(fmt: Format, ctx: ScanContext) -> Scanner | None:
+    """Return a guarded scanner for ``fmt``, or None when no scanner applies."""
+    specs = []
+    if fmt in _REGISTRY:
+        specs.append(_REGISTRY[fmt])
+    name = base_name(ctx.file)
+    for pattern, spec in _NAME_REGISTRY:
+        if fnmatch.fnmatchcase(name, pattern) and spec not in specs:
+            specs.append(spec)
+            break
+    scanners = [_start(spec, fmt, ctx) for spec in specs]
+    if not scanners:
+        return None
+    if len(scanners) == 1:
+        return scanners[0]
+    return MultiScanner(ctx, fmt, scanners)
 
 
 def scan_bytes(data: bytes, ctx: ScanContext, name: str = "") -> tuple[Format, ScanResult]:
@@ -111,7 +163,7 @@ class GuardedScanner(Scanner):
             return
         try:
             self.inner.feed(chunk)
-        except Exception as exc:
+        except Exception as exc:  # fail closed, see class docstring
             logger.error("%s check failed on %s: %s", self.check, self.ctx.file, exc)
             logger.debug("traceback", exc_info=True)
             self._error = _failure(self.ctx, self.check, exc)
@@ -121,7 +173,7 @@ class GuardedScanner(Scanner):
             return ScanResult(findings=[self._error])
         try:
             return self.inner.close(read_at)
-        except Exception as exc:
+        except Exception as exc:  # fail closed, see class docstring
             logger.error("%s check failed on %s: %s", self.check, self.ctx.file, exc)
             logger.debug("traceback", exc_info=True)
             return ScanResult(findings=[_failure(self.ctx, self.check, exc)])
@@ -141,3 +193,28 @@ class FailedScanner(Scanner):
 
     def close(self, read_at: ReadAt | None = None) -> ScanResult:
         return ScanResult(findings=[self._finding])
+
+
+class MultiScanner(Scanner):
+    """Feeds one stream to several scanners and merges their results."""
+
+    check = "multi"
+
+    def __init__(self, ctx: ScanContext, fmt: Format, scanners: list[Scanner]) -> None:
+        super().__init__(ctx, fmt)
+        self.scanners = scanners
+        self.check = "+".join(s.check for s in scanners)
+        self.version = "+".join(s.version for s in scanners)
+
+    def feed(self, chunk: memoryview) -> None:
+        for scanner in self.scanners:
+            scanner.feed(chunk)
+
+    def close(self, read_at: ReadAt | None = None) -> ScanResult:
+        merged = ScanResult()
+        for scanner in self.scanners:
+            result = scanner.close(read_at)
+            merged.findings.extend(result.findings)
+            merged.facts.update(result.facts)
+            merged.format = merged.format or result.format
+        return merged

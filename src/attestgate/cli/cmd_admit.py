@@ -1,4 +1,4 @@
-"""The work behind each subcommand; ``main`` parses arguments and calls these."""
+"""``attestgate admit``: identify, scan, decide and record."""
 
 from __future__ import annotations
 
@@ -7,17 +7,42 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from attestgate.audit import AuditLog
-from attestgate.cli import main as cli
-from attestgate.cli.render import render_audit_list, render_decision, render_verify
+from attestgate.cli import common
+from attestgate.cli.render import render_decision
 from attestgate.errors import UsageError
 from attestgate.pipeline import admit
-from attestgate.policy import load_default_policy, load_policy
+from attestgate.policy import STAGES, load_default_policy, load_policy
 
 # Show progress only for artifacts big enough for a person to wait on.
 PROGRESS_MIN_BYTES = 256 * 1024 * 1024
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "admit",
+        help="identify, scan and decide on an artifact, and record the decision",
+        description="Admit a model file or directory: identify it, scan it without "
+        "loading it, apply the policy, and append the decision to the audit log.",
+        epilog=common.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("path", type=Path, metavar="PATH", help="model file or directory")
+    parser.add_argument(
+        "--stage",
+        choices=STAGES,
+        default="deployment",
+        help="environment the artifact is promoted into (default: deployment)",
+    )
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="policy file (default: the built-in policy; see `attestgate policy default`)",
+    )
+    common.add_home_option(parser)
+    common.add_output_options(parser)
 
 
 class _Progress:
@@ -61,7 +86,7 @@ def _artifact_size(path: Path) -> int:
     return total
 
 
-def run_admit(args: argparse.Namespace, stdout: TextIO) -> int:
+def run(args: argparse.Namespace, stdout: TextIO) -> int:
     path: Path = args.path
     if not path.exists() and not path.is_symlink():
         raise UsageError(
@@ -69,7 +94,7 @@ def run_admit(args: argparse.Namespace, stdout: TextIO) -> int:
             hint="pass the model file or directory to admit",
         )
     policy = load_policy(args.policy) if args.policy else load_default_policy()
-    home = args.home or cli.default_home()
+    home = args.home or common.default_home()
 
     progress = None
     if sys.stderr.isatty():
@@ -85,39 +110,6 @@ def run_admit(args: argparse.Namespace, stdout: TextIO) -> int:
     record = dict(admission.record)
     if admission.audit is not None:
         record["audit"] = {"seq": admission.audit.seq, "hash": admission.audit.hash}
-    text = cli._dump(record) if args.format == "json" else render_decision(record)
-    cli._emit(text, args.output, stdout)
-    return cli.EXIT_FOR_ACTION[admission.action]
-
-
-def run_audit(args: argparse.Namespace, stdout: TextIO) -> int:
-    home = args.home or cli.default_home()
-    log = AuditLog(home)
-    try:
-        if args.audit_command == "list":
-            if args.limit < 1:
-                raise UsageError(f"--limit must be at least 1, not {args.limit}")
-            records = log.records(limit=args.limit, newest_first=True)
-            if args.format == "json":
-                text = cli._dump([r.to_json() for r in records])
-            else:
-                text = render_audit_list(records)
-            cli._emit(text, args.output, stdout)
-            return cli.EXIT_ALLOW
-        result = log.verify()
-        if args.format == "json":
-            text = cli._dump(
-                {
-                    "ok": result.ok,
-                    "records": result.records,
-                    "first_bad_seq": result.first_bad_seq,
-                    "problem": result.problem,
-                    "home": str(home),
-                }
-            )
-        else:
-            text = render_verify(result, str(home))
-        cli._emit(text, args.output, stdout)
-        return cli.EXIT_ALLOW if result.ok else cli.EXIT_AUDIT_BROKEN
-    finally:
-        log.close()
+    text = common.dump_json(record) if args.format == "json" else render_decision(record)
+    common.emit(text, args.output, stdout)
+    return common.EXIT_FOR_ACTION[admission.action]

@@ -1,0 +1,93 @@
+"""Pieces every subcommand shares: exit codes, options, output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, TextIO
+
+import platformdirs
+
+EXIT_ALLOW = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_QUARANTINE = 3
+EXIT_BLOCK = 4
+EXIT_AUDIT_BROKEN = 5
+
+EXIT_FOR_ACTION = {"allow": EXIT_ALLOW, "quarantine": EXIT_QUARANTINE, "block": EXIT_BLOCK}
+
+EPILOG = """\
+exit status:
+  0  allow (admit), success (other commands)
+  1  internal error: the gate could not finish; nothing was allowed
+  2  usage error, such as a path that does not exist
+  3  quarantine
+  4  block
+  5  audit log verification failed
+
+environment:
+  ATTESTGATE_HOME       state directory (default: the per-user data directory)
+  ATTESTGATE_LOG_LEVEL  log level on stderr (debug, info, warning, error)
+"""
+
+
+def default_home() -> Path:
+    env = os.environ.get("ATTESTGATE_HOME")
+    if env:
+        return Path(env)
+    return Path(platformdirs.user_data_dir("attestgate", appauthor=False))
+
+
+def add_home_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="state directory with the audit log (default: $ATTESTGATE_HOME or "
+        "the per-user data directory)",
+    )
+
+
+def add_output_options(
+    parser: argparse.ArgumentParser, formats: tuple[str, ...] = ("text", "json")
+) -> None:
+    parser.add_argument(
+        "--format",
+        choices=formats,
+        default="text",
+        help="output format (default: text)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write the report to FILE (atomically) instead of standard output",
+    )
+
+
+def emit(text: str, output: Path | None, stdout: TextIO) -> None:
+    """Write a report to ``output`` atomically, or to ``stdout``."""
+    if not text.endswith("\n"):
+        text += "\n"
+    if output is None:
+        stdout.write(text)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, output)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
