@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import jsonschema
-
+from attestgate._jsonschema import jsonschema
 from attestgate._version import __version__
 from attestgate.findings import Finding
 from attestgate.identify.stream import FileReport

@@ -107,7 +107,35 @@ def test_directory_loop_through_symlink(tmp_path):
     (tmp_path / "sub" / "loop").symlink_to("..")
     result = walk(tmp_path)
     assert [e.path for e in result.entries] == ["w.bin"]
-    assert "identify.symlink-directory" in rules(result.findings)
+    assert "identify.directory-loop" in rules(result.findings)
+
+
+def test_directory_loop_quarantines(tmp_path):
+    from attestgate.pipeline import admit
+    from attestgate.policy.engine import default_policy_bytes, parse_policy
+
+    # Without provenance every admission quarantines; allow that here so the
+    # decision shows what the loop alone leads to.
+    text = default_policy_bytes().replace(
+        b"provenance.missing: quarantine", b"provenance.missing: allow"
+    )
+    policy = parse_policy(text, "test")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "w.bin").write_bytes(b"w")
+    (model / "self").symlink_to(".")
+    admission = admit(model, home=tmp_path / "home", policy=policy)
+    assert admission.action == "quarantine"
+    assert "identify.directory-loop" in {f["rule"] for f in admission.record["findings"]}
+
+
+def test_sibling_directory_link_is_low(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "w.bin").write_bytes(b"w")
+    (tmp_path / "b").symlink_to("a")
+    result = walk(tmp_path)
+    assert [e.path for e in result.entries] == ["a/w.bin"]
+    assert rules(result.findings) == {"identify.symlink-directory"}
 
 
 def test_fifo_not_opened(tmp_path):
@@ -172,3 +200,27 @@ def test_copy_of_vectors_present():
     # The model-signing vectors are copied into the test data with their source.
     assert (VECTORS / "SOURCE.md").is_file()
     assert shutil.which("true")
+
+
+def test_pickle_named_safetensors_is_high(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"\x80\x04K\x01.")
+    report = process_file(Entry("model.safetensors", path), Limits())
+    mismatch = [f for f in report.findings if f.rule == "identify.extension-mismatch"]
+    assert len(mismatch) == 1
+    assert mismatch[0].severity.label == "high"
+
+
+def test_json_named_gguf_is_medium(tmp_path):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b'{"not": "gguf"}')
+    report = process_file(Entry("model.gguf", path), Limits())
+    mismatch = [f for f in report.findings if f.rule == "identify.extension-mismatch"]
+    assert mismatch[0].severity.label == "medium"
+
+
+def test_matching_extension_no_finding(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_bytes(b'{"a": 1}')
+    report = process_file(Entry("config.json", path), Limits())
+    assert "identify.extension-mismatch" not in rules(report.findings)

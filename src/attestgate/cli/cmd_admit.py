@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from attestgate.cli import common
-from attestgate.cli.render import render_decision
 from attestgate.errors import UsageError
-from attestgate.pipeline import admit
-from attestgate.policy import STAGES, load_default_policy, load_policy
+
+STAGES = ("training", "fine-tuning", "deployment")
 
 # Show progress only for artifacts big enough for a person to wait on.
 PROGRESS_MIN_BYTES = 256 * 1024 * 1024
@@ -87,6 +86,10 @@ def _artifact_size(path: Path) -> int:
 
 
 def run(args: argparse.Namespace, stdout: TextIO) -> int:
+    from attestgate.cli.render import render_decision
+    from attestgate.pipeline import admit
+    from attestgate.policy import load_default_policy, load_policy
+
     path: Path = args.path
     if not path.exists() and not path.is_symlink():
         raise UsageError(

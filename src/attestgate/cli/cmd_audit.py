@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, TextIO
 
-from attestgate.audit import AuditLog
 from attestgate.cli import common
-from attestgate.cli.render import render_audit_list, render_verify
 from attestgate.errors import UsageError
 
 
@@ -29,6 +27,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, stdout: TextIO) -> int:
+    from attestgate.audit import AuditLog
+    from attestgate.cli.render import render_audit_list, render_verify
+
     home = args.home or common.default_home()
     log = AuditLog(home)
     try:

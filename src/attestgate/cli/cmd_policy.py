@@ -6,7 +6,6 @@ import argparse
 from typing import Any, TextIO
 
 from attestgate.cli import common
-from attestgate.policy.engine import default_policy_bytes
 
 
 def register(sub: Any) -> None:
@@ -16,5 +15,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, stdout: TextIO) -> int:
+    from attestgate.policy.engine import default_policy_bytes
+
     stdout.write(default_policy_bytes().decode("utf-8"))
     return common.EXIT_ALLOW

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attestgate.findings import CHECK_FAILED, Finding, Severity
+from attestgate.identify.extensions import check_extension
 from attestgate.identify.formats import SNIFF_BYTES, Format, sniff
 from attestgate.identify.walk import Entry
 from attestgate.scanners import open_scanner
@@ -192,6 +193,9 @@ def _read_and_scan(
             )
         )
     findings.extend(result.findings)
+    mismatch = check_extension(entry.path, result.format or fmt)
+    if mismatch is not None:
+        findings.append(mismatch)
     read_seconds = time.perf_counter() - started - scan_seconds
     return FileReport(
         path=entry.path,
@@ -239,7 +243,7 @@ def _guarded(entry: Entry, limits: Limits, progress: Progress | None) -> FileRep
     # a check failure on that file, which the policy never allows.
     try:
         return process_file(entry, limits, progress)
-    except Exception as exc:
+    except Exception as exc:  # any bug becomes a check failure, never a skip
         logger.exception("identify pass failed on %s", entry.path)
         finding = Finding(
             CHECK_FAILED,

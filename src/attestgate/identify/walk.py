@@ -223,6 +223,19 @@ def _visit_link(child: os.DirEntry[str], rel: str, real_root: str, result: WalkR
         # Hashed under the link's own path, as model-signing does when it is
         # told to allow symbolic links.
         result.entries.append(Entry(rel, Path(target)))
+    elif stat.S_ISDIR(target_mode) and _inside(os.path.dirname(child.path), target):
+        # The link points at a directory that contains it: following it
+        # would walk forever.
+        result.findings.append(
+            _finding(
+                "identify.directory-loop",
+                Severity.MEDIUM,
+                rel,
+                f"symbolic link {rel} points to {os.readlink(child.path)}, a directory that "
+                "contains the link, which forms a loop; it was not followed",
+                "Remove the looping link from the artifact.",
+            )
+        )
     elif stat.S_ISDIR(target_mode):
         result.findings.append(
             _finding(

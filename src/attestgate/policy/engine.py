@@ -10,9 +10,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
+from attestgate._jsonschema import jsonschema
 from attestgate.errors import PolicyError
 from attestgate.findings import CHECK_FAILED, Finding, Severity
 
