@@ -312,3 +312,72 @@ def test_missing_version_not_unreachable() -> None:
 # --- End-to-end admission of real artifacts -------------------------------------
 # Tests that run `attestgate admit` on each named artifact and check its
 # decision and findings go here.
+
+REAL_ARTIFACTS = [
+    "minilm_dir",
+    "silero_safetensors",
+    "silero_jit",
+    "silero_onnx",
+    "magika_onnx",
+    "magika_dir",
+]
+
+
+@pytest.fixture(scope="module")
+def real_admissions(
+    real_artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, object]]:
+    from attestgate.pipeline import admit
+
+    home = tmp_path_factory.mktemp("home")
+    return {name: admit(real_artifacts[name], home=home).record for name in REAL_ARTIFACTS}
+
+
+@pytest.mark.parametrize("name", REAL_ARTIFACTS)
+def test_real_artifact_no_high_finding(name: str, real_admissions: dict[str, dict]) -> None:
+    record = real_admissions[name]
+    serious = [f for f in record["findings"] if f["severity"] in ("high", "critical")]
+    assert serious == []
+
+
+@pytest.mark.parametrize("name", REAL_ARTIFACTS)
+def test_real_artifact_quarantined_for_provenance(
+    name: str, real_admissions: dict[str, dict]
+) -> None:
+    # Unsigned third-party files are never allowed at deployment by default.
+    record = real_admissions[name]
+    assert record["decision"] == "quarantine"
+    assert "provenance.missing" in {r["rule"] for r in record["reasons"]}
+
+
+def test_minilm_directory_identity(real_admissions: dict[str, dict]) -> None:
+    artifact = real_admissions["minilm_dir"]["artifact"]
+    formats = {f["path"]: f["format"] for f in artifact["files"]}
+    assert formats["model.safetensors"] == "safetensors"
+    assert formats["config.json"] == "json"
+    assert formats["vocab.txt"] == "text"
+    assert ".gitattributes" in artifact["excluded"]
+
+
+def test_minilm_safetensors_facts(real_admissions: dict[str, dict]) -> None:
+    files = {f["path"]: f for f in real_admissions["minilm_dir"]["artifact"]["files"]}
+    assert files["model.safetensors"]["scanner"]["name"] == "safetensors"
+
+
+def test_silero_jit_is_torchscript_with_code(real_admissions: dict[str, dict]) -> None:
+    record = real_admissions["silero_jit"]
+    assert record["artifact"]["files"][0]["format"] == "torchscript"
+    assert {f["rule"] for f in record["findings"]} == {
+        "torchscript.embedded-code",
+        "provenance.missing",
+    }
+
+
+def test_real_digests_match_sha256(
+    real_artifacts: dict[str, Path], real_admissions: dict[str, dict]
+) -> None:
+    import hashlib
+
+    for name in ("silero_safetensors", "silero_jit", "magika_onnx"):
+        expected = hashlib.sha256(real_artifacts[name].read_bytes()).hexdigest()
+        assert real_admissions[name]["artifact"]["digest"]["sha256"] == expected

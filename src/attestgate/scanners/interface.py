@@ -34,7 +34,7 @@ class Limits:
     # Pickle: opcodes per stream, memo entries, simulated stack depth, and
     # the longest string kept for resolving module and attribute names.
     max_pickle_opcodes: int = 50_000_000
-    max_pickle_memo: int = 1_000_000
+    max_pickle_memo: int = 10_000_000
     max_pickle_stack: int = 1_000_000
     max_pickle_string: int = 64 * 1024
     # Pickles scanned in one stream, one after another.

@@ -1,0 +1,1539 @@
+"""Static scan of pickle streams for the globals they import and call.
+
+The scanner simulates the unpickler's stack, mark stack and memo opcode by
+opcode, without importing or calling anything, so that every global is
+resolved even when its module and name pass through the memo or are built by
+STACK_GLOBAL. It reads protocols 0 to 5 incrementally from arbitrary chunks
+and scans every pickle of a stream, one after another.
+
+The simulation follows CPython's unpickler. It may accept input that CPython
+rejects (it lets opcodes pop values below a MARK, say) but it never stops on
+input that CPython accepts, because a payload placed after the point where a
+scanner gives up would still run.
+
+Rules:
+
+- ``pickle.unsafe-global`` (critical): a global that runs code or reaches the
+  operating system, whether it is called or only referenced.
+- ``pickle.unknown-global-call`` (high) and ``pickle.unknown-global``
+  (medium): a global outside the allowlist that is called, or only
+  referenced.
+- ``pickle.build-on-global`` (high): BUILD sets attributes on a module or
+  class.
+- ``pickle.unresolved-call`` (high): a call whose callable is not a named
+  global.
+- ``pickle.unresolved-global`` (high): STACK_GLOBAL on values that are not
+  strings.
+- ``pickle.extension-code`` (medium): an EXT opcode.
+- ``pickle.truncated``, ``pickle.malformed``, ``pickle.limit-exceeded``
+  (medium) and ``pickle.trailing-data`` (low).
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeAlias
+
+from attestgate.findings import Finding, Severity
+from attestgate.identify.formats import Format
+from attestgate.scanners.interface import ReadAt, ScanContext, Scanner, ScanResult
+from attestgate.scanners.pickle_globals import Kind, argument_calls, classify
+
+__all__ = ["PickleScanner"]
+
+logger = logging.getLogger(__name__)
+
+
+class Op(enum.IntEnum):
+    """Pickle opcodes, with the names that pickletools and pickle.py give them."""
+
+    MARK = 0x28  # (
+    STOP = 0x2E  # .
+    POP = 0x30  # 0
+    POP_MARK = 0x31  # 1
+    DUP = 0x32  # 2
+    BINBYTES = 0x42  # B
+    SHORT_BINBYTES = 0x43  # C
+    FLOAT = 0x46  # F
+    BINFLOAT = 0x47  # G
+    INT = 0x49  # I
+    BININT = 0x4A  # J
+    BININT1 = 0x4B  # K
+    LONG = 0x4C  # L
+    BININT2 = 0x4D  # M
+    NONE = 0x4E  # N
+    PERSID = 0x50  # P
+    BINPERSID = 0x51  # Q
+    REDUCE = 0x52  # R
+    STRING = 0x53  # S
+    BINSTRING = 0x54  # T
+    SHORT_BINSTRING = 0x55  # U
+    UNICODE = 0x56  # V
+    BINUNICODE = 0x58  # X
+    EMPTY_LIST = 0x5D  # ]
+    APPEND = 0x61  # a
+    BUILD = 0x62  # b
+    GLOBAL = 0x63  # c
+    DICT = 0x64  # d
+    APPENDS = 0x65  # e
+    GET = 0x67  # g
+    BINGET = 0x68  # h
+    INST = 0x69  # i
+    LONG_BINGET = 0x6A  # j
+    LIST = 0x6C  # l
+    OBJ = 0x6F  # o
+    PUT = 0x70  # p
+    BINPUT = 0x71  # q
+    LONG_BINPUT = 0x72  # r
+    SETITEM = 0x73  # s
+    TUPLE = 0x74  # t
+    SETITEMS = 0x75  # u
+    EMPTY_TUPLE = 0x29  # )
+    EMPTY_DICT = 0x7D  # }
+    PROTO = 0x80
+    NEWOBJ = 0x81
+    EXT1 = 0x82
+    EXT2 = 0x83
+    EXT4 = 0x84
+    TUPLE1 = 0x85
+    TUPLE2 = 0x86
+    TUPLE3 = 0x87
+    NEWTRUE = 0x88
+    NEWFALSE = 0x89
+    LONG1 = 0x8A
+    LONG4 = 0x8B
+    SHORT_BINUNICODE = 0x8C
+    BINUNICODE8 = 0x8D
+    BINBYTES8 = 0x8E
+    EMPTY_SET = 0x8F
+    ADDITEMS = 0x90
+    FROZENSET = 0x91
+    NEWOBJ_EX = 0x92
+    STACK_GLOBAL = 0x93
+    MEMOIZE = 0x94
+    FRAME = 0x95
+    BYTEARRAY8 = 0x96
+    NEXT_BUFFER = 0x97
+    READONLY_BUFFER = 0x98
+
+
+HIGHEST_PROTOCOL: Final = 5
+
+# The first pickle of a legacy (non-zip) torch.save file contains this
+# number. Four more pickles and the raw storage bytes follow it.
+LEGACY_TORCH_MAGIC: Final = 0x1950A86A20F9469CFC6C
+LEGACY_TORCH_PICKLES: Final = 5
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_I32 = struct.Struct("<i")
+_U64 = struct.Struct("<Q")
+
+# Argument size of the opcodes that push a value the scan never needs to
+# read (numbers, empty containers); -1 for every other opcode.
+_OPAQUE_PUSHES: Final[dict[int, int]] = {
+    Op.BININT1: 1,
+    Op.BININT2: 2,
+    Op.BININT: 4,
+    Op.BINFLOAT: 8,
+    Op.NONE: 0,
+    Op.NEWTRUE: 0,
+    Op.NEWFALSE: 0,
+    Op.EMPTY_DICT: 0,
+    Op.EMPTY_LIST: 0,
+    Op.EMPTY_TUPLE: 0,
+    Op.EMPTY_SET: 0,
+}
+_OPAQUE_PUSH_SIZES: Final = tuple(_OPAQUE_PUSHES.get(op, -1) for op in range(256))
+
+# A tuple keeps this many leading items: enough for the arguments that
+# copyreg._reconstructor and torch's rebuild helpers call.
+_TUPLE_ITEMS_KEPT: Final = 4
+# A PUT or GET line longer than this cannot be a memo index that a binary
+# opcode could also reach, and Python 3.11 rejects ints of 4300 digits.
+_MAX_MEMO_INDEX_LINE: Final = 4000
+# Distinct (rule, global) pairs reported per stream; further ones are counted
+# in one finding per rule so that memory stays bounded.
+_MAX_DISTINCT_HITS: Final = 1000
+_MAX_FACT_GLOBALS: Final = 200
+_MAX_CACHED_GLOBALS: Final = 4096
+# Opcodes between two checks of the stack, memo, opcode and time limits. A
+# value grows by at most one entry per opcode, so it overshoots a limit by
+# at most this many entries.
+_MAX_CHECK_INTERVAL: Final = 8192
+# Nesting of helpers that call their arguments, such as
+# _rebuild_from_type_v2 wrapping copyreg._reconstructor.
+_MAX_ARGUMENT_DEPTH: Final = 4
+# Maximum length of a global name quoted in messages and details.
+_DISPLAY_CHARS: Final = 200
+
+_OTHER_GLOBALS: Final = "(other globals)"
+
+
+class Opaque:
+    """A value whose content the scan does not need, such as a number or a list."""
+
+    __slots__ = ("description",)
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+
+OPAQUE: Final = Opaque("a value that is not a named global")
+
+
+class Global:
+    """A global that GLOBAL, STACK_GLOBAL or INST imports, with its class."""
+
+    __slots__ = ("call", "kind", "module", "name", "path", "reason")
+
+    def __init__(self, module: str, name: str, torchscript: bool) -> None:
+        classification = classify(module, name, torchscript)
+        self.module = module
+        self.name = name
+        self.path = _display(f"{module}.{name}")
+        self.kind = classification.kind
+        self.reason = classification.reason
+        self.call = Call(self)
+
+
+class Call:
+    """The result of a call; ``callee`` is the global called, when it is known."""
+
+    __slots__ = ("callee",)
+
+    def __init__(self, callee: Global | None) -> None:
+        self.callee = callee
+
+
+class Extension:
+    """A global named by a code of the copyreg extension registry (EXT1/2/4)."""
+
+    __slots__ = ("code",)
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+# A string value is str, or bytes holding the UTF-8 of a BINUNICODE or
+# SHORT_BINUNICODE argument. Those are decoded only when used as a name,
+# because most strings in a checkpoint are dict keys that never are.
+Value: TypeAlias = "str | bytes | int | tuple[Value, ...] | Global | Call | Extension | Opaque"
+
+UNRESOLVED_CALL: Final = Call(None)
+PERSISTENT_OBJECT: Final = Opaque("an object that the loader's persistent_load returns")
+
+# Parses the opcode at the offset and returns the offset after it, or -1
+# when its argument is not complete yet.
+_Handler: TypeAlias = Callable[[bytes, int], int]
+
+
+class _Malformed(Exception):
+    """The pickle breaks the format at the current opcode."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An opcode whose argument continues past the end of the data fed so far."""
+
+    op: int
+    offset: int
+    # Bytes of the argument still to read, or -1 for newline-ended lines.
+    remaining: int
+    # Maximum length of ``prefix``, the start of the argument that is kept.
+    keep: int
+    prefix: bytearray = field(default_factory=bytearray)
+    truncated: bool = False
+    lines: list[tuple[bytes, bool]] = field(default_factory=list)
+    lines_needed: int = 0
+
+
+@dataclass(slots=True)
+class _Hit:
+    """Occurrences of one (rule, subject) pair, which become one finding."""
+
+    rule: str
+    severity: Severity
+    offset: int
+    message: str
+    remediation: str
+    details: dict[str, Any]
+    count: int = 1
+
+
+# Stream states.
+_PARSING: Final = 0
+_DATA: Final = 1
+_HALTED: Final = 2
+
+_REMEDIATE_CRITICAL: Final = (
+    "Do not load this file. Ask the publisher for a safetensors export of the "
+    "weights, and treat the publisher's account as compromised until they "
+    "explain the import. If the file must be examined, do it only in a "
+    "disposable sandbox without network access or credentials."
+)
+_REMEDIATE_UNKNOWN: Final = (
+    "A full-model pickle needs the code of {g} to load and runs whatever that "
+    "code does. Ask the publisher for a state_dict saved as safetensors, or "
+    "have a reviewer confirm that {g} comes from a trusted package and record "
+    "an exception for this file's digest."
+)
+_REMEDIATE_UNRESOLVED: Final = (
+    "Do not load this file: legitimate pickles call named globals only. Ask "
+    "the publisher for a safetensors export, or have a reviewer read the "
+    "opcodes with 'python -m pickletools FILE', which does not execute them."
+)
+_REMEDIATE_MALFORMED: Final = (
+    "Ask the publisher for a fresh export, preferably as safetensors. A "
+    "pickle that breaks the format is a known way to hide a payload from "
+    "scanners, so review the other findings for this file before loading it."
+)
+
+
+def _opcode_name(op: int) -> str:
+    try:
+        return Op(op).name
+    except ValueError:
+        return f"0x{op:02x}"
+
+
+def _display(text: str) -> str:
+    if len(text) <= _DISPLAY_CHARS:
+        return text
+    return text[:_DISPLAY_CHARS] + "..."
+
+
+def _describe(value: Value) -> str:
+    if isinstance(value, Global):
+        return value.path
+    if isinstance(value, Call):
+        if value.callee is None:
+            return "the result of an unresolved call"
+        return f"the result of calling {value.callee.path}"
+    if isinstance(value, Extension):
+        return f"extension code {value.code}"
+    if isinstance(value, str):
+        return f"the string {_display(value)!r}"
+    if isinstance(value, bytes):
+        return f"the string {_display(value.decode('utf-8', 'replace'))!r}"
+    if isinstance(value, tuple):
+        return "a tuple"
+    if isinstance(value, int):
+        return "an integer"
+    return value.description
+
+
+def _overflow_key(hit: _Hit) -> tuple[str, str]:
+    """Fold a hit into its rule's catch-all entry once a stream has too many."""
+    hit.details = {"global": _OTHER_GLOBALS}
+    hit.message = (
+        f"{hit.message} The same rule also fired for further globals that the "
+        "report does not list one by one."
+    )
+    return (hit.rule, _OTHER_GLOBALS)
+
+
+def _make_tuple(items: list[Value]) -> Value:
+    for item in items:
+        if item is not OPAQUE:
+            return tuple(items[:_TUPLE_ITEMS_KEPT])
+    return OPAQUE
+
+
+def _text(raw: bytes, truncated: bool, encoding: str = "utf-8") -> str:
+    # CPython decodes binary unicode with surrogatepass. A truncated value may
+    # end inside a character, so its decoding cannot be strict.
+    if truncated:
+        return raw.decode(encoding, "replace")
+    try:
+        return raw.decode(encoding, "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise _Malformed(f"the string is not valid {encoding}: {exc.reason}") from None
+
+
+def _string_line(line: bytes, truncated: bool) -> str:
+    # The STRING opcode carries a quoted Python 2 literal with escapes.
+    if truncated:
+        body = line[1:] if line[:1] in (b"'", b'"') else line
+    elif len(line) >= 2 and line[0] == line[-1] and line[:1] in (b"'", b'"'):
+        body = line[1:-1]
+    else:
+        raise _Malformed("the STRING opcode argument must be quoted")
+    try:
+        decoded: object = codecs.escape_decode(body, "replace" if truncated else None)[0]
+    except ValueError as exc:
+        raise _Malformed(f"the STRING opcode argument is invalid: {exc}") from None
+    if isinstance(decoded, bytes):
+        return decoded.decode("latin-1")
+    return str(decoded)
+
+
+def _line_int(line: bytes, base: int = 10) -> int:
+    try:
+        return int(line, base)
+    except ValueError as exc:
+        raise _Malformed(f"invalid integer argument: {exc}") from None
+
+
+class PickleScanner(Scanner):
+    """Scans every pickle of a stream for unsafe, unknown and unresolved globals."""
+
+    check = "pickle"
+    version = "1"
+
+    def __init__(self, ctx: ScanContext, fmt: Format) -> None:
+        super().__init__(ctx, fmt)
+        limits = ctx.limits
+        self._max_ops = limits.max_pickle_opcodes
+        self._max_memo = limits.max_pickle_memo
+        self._max_stack = limits.max_pickle_stack
+        self._keep = max(1, limits.max_pickle_string)
+        self._max_pickles = limits.max_pickles_per_stream
+        self._check_interval = max(
+            1, min(_MAX_CHECK_INTERVAL, self._max_stack // 4, self._max_memo // 4)
+        )
+        self._maybe = fmt is Format.MAYBE_PICKLE
+        self._torchscript = ctx.container == "torchscript"
+
+        # Stream state.
+        self._state = _PARSING
+        self._fed = 0
+        self._tail = b""
+        self._base = 0
+        self._pending: _Pending | None = None
+        self._ops = 0
+        self._pickles = 0
+        self._protocols: set[int] = set()
+        self._legacy = False
+        self._hits: dict[tuple[str, str], _Hit] = {}
+        self._globals_seen: set[str] = set()
+        self._globals_cache: dict[tuple[str, str], Global] = {}
+        self._trailing_at: int | None = None
+        self._not_pickle = False
+        self._critical_call = False
+        self._limit_hit = False
+        self._last_value: Value = OPAQUE
+        self._stopped = False
+
+        # State of the pickle being parsed.
+        self._in_pickle = False
+        self._tentative = False
+        self._pickle_start = 0
+        self._stack: list[Value] = []
+        self._marks: list[int] = []
+        self._memo_list: list[Value] = []
+        self._memo_map: dict[int, Value] | None = None
+        self._memo_poisoned = False
+        self._pickle_hits: dict[tuple[str, str], _Hit] = {}
+        self._pickle_globals: set[str] = set()
+        self._pickle_critical_call = False
+        self._pickle_has_proto = False
+
+        self._handlers = self._build_handlers()
+
+    # Streaming ---------------------------------------------------------------
+
+    def feed(self, chunk: memoryview) -> None:
+        size = len(chunk)
+        if size == 0:
+            return
+        self._fed += size
+        if self._state != _PARSING:
+            return
+        data = b"".join((self._tail, chunk)) if self._tail else bytes(chunk)
+        self._base = self._fed - len(data)
+        end = len(data)
+        pos = 0
+        while pos < end and self._state == _PARSING:
+            if self._pending is not None:
+                pos = self._advance_pending(data, pos)
+                continue
+            if not self._in_pickle and not self._start_pickle(self._base + pos):
+                break
+            start = pos
+            pos = self._run(data, pos)
+            if self._stopped:
+                self._stopped = False
+                self._end_pickle()
+            elif pos == start:
+                break
+        self._tail = data[pos:] if self._state == _PARSING else b""
+
+    def close(self, read_at: ReadAt | None = None) -> ScanResult:
+        if self._state == _PARSING:
+            if self._in_pickle:
+                self._fail("truncated", self._fed, "the stream ends inside a pickle")
+            elif self._legacy:
+                self._tentative = False
+                self._fail(
+                    "truncated",
+                    self._fed,
+                    f"the legacy PyTorch checkpoint ends after {self._pickles} of its "
+                    f"{LEGACY_TORCH_PICKLES} pickles",
+                )
+            elif self._pickles == 0:
+                self._tentative = self._maybe
+                self._fail("truncated", 0, "the stream holds no pickle")
+        self._halt()
+        if self._maybe and not self._confirmed():
+            return ScanResult()
+        if self._trailing_at is not None:
+            self._add_trailing_data(self._trailing_at)
+        return ScanResult(
+            findings=self._findings(),
+            format=Format.PYTORCH_LEGACY if self._legacy else Format.PICKLE,
+            facts=self._facts(),
+        )
+
+    def _confirmed(self) -> bool:
+        # A stream sniffed as maybe-pickle is reported only when it parsed as
+        # one, or when it reached a critical global before breaking, because
+        # a crafted protocol 0 payload runs before its parse fails.
+        if self._not_pickle:
+            return False
+        if self._critical_call or self._limit_hit:
+            return True
+        if self._pickles == 0:
+            return False
+        return self._trailing_at is None or bool(self._hits)
+
+    # Pickle boundaries -------------------------------------------------------
+
+    def _start_pickle(self, offset: int) -> bool:
+        if self._pickles >= self._max_pickles:
+            self._limit("pickles in one stream", self._max_pickles, offset)
+            return False
+        self._in_pickle = True
+        self._pickle_start = offset
+        self._tentative = (self._maybe and self._pickles == 0) or (
+            self._pickles > 0 and not self._legacy
+        )
+        self._reset_pickle()
+        return True
+
+    def _reset_pickle(self) -> None:
+        # NOTE: each pickle starts with an empty memo, as with one pickle.load
+        # call per pickle. A loader that calls load() twice on one Unpickler
+        # keeps the memo, so a second pickle could read names the first one
+        # stored. The scan reports such a read as malformed instead.
+        self._stack = []
+        self._marks = []
+        self._memo_list = []
+        self._memo_map = None
+        self._memo_poisoned = False
+        self._pickle_hits = {}
+        self._pickle_globals = set()
+        self._pickle_critical_call = False
+        self._pickle_has_proto = False
+
+    def _end_pickle(self) -> None:
+        value = self._last_value
+        self._last_value = OPAQUE
+        self._in_pickle = False
+        self._pickles += 1
+        if not self._pickle_has_proto:
+            # Protocols 0 and 1 have no PROTO opcode, so the facts list them as 0.
+            self._protocols.add(0)
+        self._commit()
+        self._reset_pickle()
+        if self._pickles == 1 and type(value) is int and value == LEGACY_TORCH_MAGIC:
+            self._legacy = True
+        if self._legacy and self._pickles == LEGACY_TORCH_PICKLES:
+            # The raw storage bytes follow, and torch reads them without unpickling.
+            self._state = _DATA
+
+    def _commit(self) -> None:
+        for key, hit in self._pickle_hits.items():
+            self._merge(key, hit)
+        for name in self._pickle_globals:
+            if len(self._globals_seen) > _MAX_FACT_GLOBALS:
+                break
+            self._globals_seen.add(name)
+        if self._pickle_critical_call:
+            self._critical_call = True
+        self._pickle_hits = {}
+        self._pickle_globals = set()
+        self._pickle_critical_call = False
+
+    def _merge(self, key: tuple[str, str], hit: _Hit) -> None:
+        """Add a hit of the current pickle to the stream's hits."""
+        existing = self._hits.get(key)
+        if existing is None and len(self._hits) >= _MAX_DISTINCT_HITS:
+            key = _overflow_key(hit)
+            existing = self._hits.get(key)
+        if existing is None:
+            self._hits[key] = hit
+            return
+        existing.count += hit.count
+        existing.offset = min(existing.offset, hit.offset)
+        if hit.details.get("called") and not existing.details.get("called"):
+            existing.details["called"] = True
+            existing.message = hit.message
+
+    def _fail(self, kind: str, offset: int, reason: str) -> None:
+        """Record that the current pickle is truncated or malformed, and stop."""
+        if self._tentative:
+            if self._pickles == 0 and not self._pickle_critical_call:
+                # Sniffed as maybe-pickle and never reached a critical call:
+                # the stream is not a pickle.
+                self._not_pickle = True
+                self._halt()
+                return
+            if self._pickles > 0 and not self._pickle_hits:
+                self._trailing_at = self._pickle_start
+                self._halt()
+                return
+        self._commit()
+        if kind == "truncated":
+            self._record(
+                "pickle.truncated",
+                Severity.MEDIUM,
+                kind,
+                offset,
+                f"The pickle that starts at byte {self._pickle_start} is truncated: "
+                f"{reason} at byte {offset}.",
+                "Download the file again and compare its digest with the "
+                "publisher's. A truncated pickle fails to load, but the opcodes "
+                "before the break still run, so review the other findings first.",
+                {"pickle_offset": self._pickle_start},
+                stage=self._hits,
+            )
+        else:
+            self._record(
+                "pickle.malformed",
+                Severity.MEDIUM,
+                kind,
+                offset,
+                f"The pickle that starts at byte {self._pickle_start} is malformed "
+                f"at byte {offset}: {reason}.",
+                _REMEDIATE_MALFORMED,
+                {"reason": reason, "pickle_offset": self._pickle_start},
+                stage=self._hits,
+            )
+        logger.debug("pickle scan of %s stopped: %s at %d", self.ctx.file, reason, offset)
+        self._halt()
+
+    def _limit(self, quantity: str, limit: int | float, offset: int) -> None:
+        self._commit()
+        self._limit_hit = True
+        self._record(
+            "pickle.limit-exceeded",
+            Severity.MEDIUM,
+            quantity,
+            offset,
+            f"The scan stopped at byte {offset} because the number of {quantity} "
+            f"exceeded the limit of {limit}; the rest of the file was not checked.",
+            "Have a reviewer inspect the file, or raise the limit in the scan "
+            "configuration if this is a known large pickle. Findings listed for "
+            "this file cover only the part before the limit.",
+            {"limit": quantity, "value": limit},
+            stage=self._hits,
+        )
+        logger.warning("pickle scan of %s hit the %s limit at %d", self.ctx.file, quantity, offset)
+        self._halt()
+
+    def _halt(self) -> None:
+        if self._state == _PARSING:
+            self._state = _HALTED
+        self._pending = None
+        self._tail = b""
+        self._reset_pickle()
+
+    def _add_trailing_data(self, offset: int) -> None:
+        size = self._fed - offset
+        self._record(
+            "pickle.trailing-data",
+            Severity.LOW,
+            "trailing",
+            offset,
+            f"{size} bytes after the last pickle, from byte {offset}, do not form a pickle.",
+            "Ask the publisher what the extra bytes are and for a file without "
+            "them. Loaders ignore them, but they can carry data that no scanner "
+            "reads.",
+            {"bytes": size},
+            stage=self._hits,
+        )
+
+    # Limits ------------------------------------------------------------------
+
+    def _budget(self, offset: int) -> int:
+        """Return how many opcodes may run before the next limit check."""
+        remaining = self._max_ops - self._ops
+        if remaining <= 0:
+            self._limit("opcodes", self._max_ops, offset)
+            return 0
+        depth = len(self._stack) + len(self._marks)
+        if depth > self._max_stack:
+            self._limit("stack entries", self._max_stack, offset)
+            return 0
+        if self._memo_size() > self._max_memo:
+            self._limit("memo entries", self._max_memo, offset)
+            return 0
+        if self.ctx.expired():
+            self._limit("seconds", self.ctx.limits.file_time_budget, offset)
+            return 0
+        return min(self._check_interval, remaining)
+
+    def _memo_size(self) -> int:
+        if self._memo_map is None:
+            return len(self._memo_list)
+        return len(self._memo_map)
+
+    # The opcode loop ---------------------------------------------------------
+
+    def _run(self, data: bytes, i: int) -> int:
+        """Parse the whole opcodes of ``data`` from ``i``; return where parsing stopped.
+
+        Parsing stops at the end of the data, before an opcode whose fixed-size
+        argument is incomplete, after STOP (setting ``_stopped``) or when the
+        scan halts. The most frequent opcodes are handled inline, tested in
+        order of frequency with literal opcode values (named in comments),
+        because this loop bounds the scanner's throughput.
+        """
+        end = len(data)
+        budget = self._budget(self._base + i)
+        if budget <= 0:
+            return i
+        stack = self._stack
+        push = stack.append
+        pop = stack.pop
+        marks = self._marks
+        memo = self._memo_list
+        dense = self._memo_map is None
+        handlers = self._handlers
+        sizes = _OPAQUE_PUSH_SIZES
+        opaque = OPAQUE
+        global_type = Global
+        unpack_u32 = _U32.unpack_from
+        keep = self._keep
+        done = 0
+        try:
+            for done in range(budget):  # noqa: B007 - counts the opcodes run
+                op = data[i]
+                size = sizes[op]
+                if size >= 0:
+                    j = i + 1 + size
+                    if j > end:
+                        break
+                    push(opaque)
+                    i = j
+                elif op == 0x94:  # MEMOIZE
+                    if dense:
+                        memo.append(stack[-1])
+                    else:
+                        self._memo_store(None, stack[-1])
+                    i += 1
+                elif op == 0x71:  # BINPUT
+                    if i + 2 > end:
+                        break
+                    k = data[i + 1]
+                    # Picklers write PUT with the memo's length as the index.
+                    if k == len(memo) and dense:
+                        memo.append(stack[-1])
+                    elif k < len(memo) and dense:
+                        memo[k] = stack[-1]
+                    else:
+                        self._memo_store(k, stack[-1])
+                        dense = self._memo_map is None
+                    i += 2
+                elif op == 0x8C:  # SHORT_BINUNICODE
+                    if i + 2 > end:
+                        break
+                    j = i + 2 + data[i + 1]
+                    if j > end:
+                        break
+                    # Kept as UTF-8 bytes; decoded only if used as a name.
+                    push(data[i + 2 : j])
+                    i = j
+                elif op == 0x58:  # BINUNICODE
+                    if i + 5 > end:
+                        break
+                    j = i + 5 + unpack_u32(data, i + 1)[0]
+                    if j <= end and j - i - 5 <= keep:
+                        push(data[i + 5 : j])
+                        i = j
+                    else:
+                        i = self._op_sized(data, i, Op.BINUNICODE)
+                elif op == 0x28:  # MARK
+                    marks.append(len(stack))
+                    i += 1
+                elif op == 0x72:  # LONG_BINPUT
+                    if i + 5 > end:
+                        break
+                    k = unpack_u32(data, i + 1)[0]
+                    # Picklers write PUT with the memo's length as the index.
+                    if k == len(memo) and dense:
+                        memo.append(stack[-1])
+                    elif k < len(memo) and dense:
+                        memo[k] = stack[-1]
+                    else:
+                        self._memo_store(k, stack[-1])
+                        dense = self._memo_map is None
+                    i += 5
+                elif op == 0x68:  # BINGET
+                    if i + 2 > end:
+                        break
+                    k = data[i + 1]
+                    if dense and k < len(memo):
+                        push(memo[k])
+                    else:
+                        push(self._memo_fetch(k))
+                    i += 2
+                elif op == 0x6A:  # LONG_BINGET
+                    if i + 5 > end:
+                        break
+                    k = unpack_u32(data, i + 1)[0]
+                    if dense and k < len(memo):
+                        push(memo[k])
+                    else:
+                        push(self._memo_fetch(k))
+                    i += 5
+                elif op == 0x86:  # TUPLE2
+                    second = pop()
+                    first = stack[-1]
+                    if first is not opaque or second is not opaque:
+                        stack[-1] = (first, second)
+                    i += 1
+                elif op == 0x75 or op == 0x65:  # noqa: PLR1714 - SETITEMS, APPENDS
+                    del stack[marks.pop() :]
+                    if type(stack[-1]) is global_type:
+                        self._mutate_global(stack[-1], op, self._base + i)
+                    i += 1
+                elif op == 0x85:  # TUPLE1
+                    first = stack[-1]
+                    if first is not opaque:
+                        stack[-1] = (first,)
+                    i += 1
+                elif op == 0x87:  # TUPLE3
+                    third = pop()
+                    second = pop()
+                    first = stack[-1]
+                    if first is not opaque or second is not opaque or third is not opaque:
+                        stack[-1] = (first, second, third)
+                    i += 1
+                elif op == 0x73 or op == 0x61:  # noqa: PLR1714 - SETITEM, APPEND
+                    pop()
+                    if op == 0x73:
+                        pop()
+                    if type(stack[-1]) is global_type:
+                        self._mutate_global(stack[-1], op, self._base + i)
+                    i += 1
+                elif op == 0x74:  # TUPLE
+                    mark = marks.pop()
+                    items = stack[mark:]
+                    del stack[mark:]
+                    push(_make_tuple(items))
+                    i += 1
+                elif op == 0x2E:  # STOP
+                    self._last_value = pop()
+                    self._stopped = True
+                    self._ops += 1
+                    i += 1
+                    break
+                else:
+                    handler = handlers[op]
+                    if handler is None:
+                        raise _Malformed(f"unknown opcode 0x{op:02x}")
+                    j = handler(data, i)
+                    if j < 0:
+                        break
+                    i = j
+                    dense = self._memo_map is None
+                    memo = self._memo_list
+            else:
+                done = budget
+        except IndexError:
+            if i < end:
+                self._ops += done
+                self._fail("malformed", self._base + i, self._underflow_reason(data[i]))
+                return i
+        except _Malformed as exc:
+            self._ops += done
+            self._fail("malformed", self._base + i, str(exc))
+            return i
+        self._ops += done
+        return i
+
+    @staticmethod
+    def _underflow_reason(op: int) -> str:
+        name = _opcode_name(op)
+        return f"opcode {name} needs values or a MARK that the stack does not hold"
+
+    # Memo --------------------------------------------------------------------
+
+    def _memo_store(self, key: int | None, value: Value) -> None:
+        """Store ``value`` at ``key``, or at the memo's length for MEMOIZE."""
+        if self._memo_map is None:
+            memo = self._memo_list
+            if key is None or key == len(memo):
+                memo.append(value)
+                return
+            if key < len(memo):
+                memo[key] = value
+                return
+            # A PUT beyond the end: switch to a dict, as the keys are sparse.
+            self._memo_map = dict(enumerate(memo))
+            self._memo_list = []
+        if key is None:
+            key = len(self._memo_map)
+        self._memo_map[key] = value
+
+    def _memo_fetch(self, key: int) -> Value:
+        if self._memo_poisoned:
+            return OPAQUE
+        if self._memo_map is None:
+            if 0 <= key < len(self._memo_list):
+                return self._memo_list[key]
+        elif key in self._memo_map:
+            return self._memo_map[key]
+        raise _Malformed(f"memo key {key} is read before it is written")
+
+    def _poison_memo(self) -> None:
+        # A PUT whose index the scan cannot parse may overwrite any entry, so
+        # from here on every memo read is unresolved rather than possibly wrong.
+        if self._memo_map is None:
+            self._memo_map = dict(enumerate(self._memo_list))
+            self._memo_list = []
+        self._memo_poisoned = True
+
+    # Opcodes outside the inline loop -----------------------------------------
+
+    def _build_handlers(self) -> list[_Handler | None]:
+        handlers: list[_Handler | None] = [None] * 256
+        table: dict[int, _Handler] = {
+            Op.POP: self._op_pop,
+            Op.POP_MARK: self._op_pop_mark,
+            Op.DUP: self._op_dup,
+            Op.REDUCE: self._op_reduce,
+            Op.BUILD: self._op_build,
+            Op.NEWOBJ: self._op_newobj,
+            Op.NEWOBJ_EX: self._op_newobj_ex,
+            Op.OBJ: self._op_obj,
+            Op.STACK_GLOBAL: self._op_stack_global,
+            Op.BINPERSID: self._op_binpersid,
+            Op.DICT: self._op_collection,
+            Op.LIST: self._op_collection,
+            Op.FROZENSET: self._op_collection,
+            Op.ADDITEMS: self._op_additems,
+            Op.PROTO: self._op_proto,
+            Op.FRAME: self._op_frame,
+            Op.EXT1: self._op_ext,
+            Op.EXT2: self._op_ext,
+            Op.EXT4: self._op_ext,
+            Op.NEXT_BUFFER: self._op_next_buffer,
+            Op.READONLY_BUFFER: self._op_readonly_buffer,
+        }
+        for op in _SIZED_OPCODES:
+            table[op] = self._op_sized_handler
+        for op in _LINE_OPCODES:
+            table[op] = self._op_lines
+        for op, handler in table.items():
+            handlers[op] = handler
+        return handlers
+
+    def _op_pop(self, data: bytes, i: int) -> int:
+        stack = self._stack
+        if self._marks and self._marks[-1] == len(stack):
+            self._marks.pop()
+        else:
+            stack.pop()
+        return i + 1
+
+    def _pop_mark(self) -> list[Value]:
+        mark = self._marks.pop()
+        items = self._stack[mark:]
+        del self._stack[mark:]
+        return items
+
+    def _op_pop_mark(self, data: bytes, i: int) -> int:
+        self._pop_mark()
+        return i + 1
+
+    def _op_dup(self, data: bytes, i: int) -> int:
+        self._stack.append(self._stack[-1])
+        return i + 1
+
+    def _op_collection(self, data: bytes, i: int) -> int:
+        self._pop_mark()
+        self._stack.append(OPAQUE)
+        return i + 1
+
+    def _op_additems(self, data: bytes, i: int) -> int:
+        self._pop_mark()
+        target = self._stack[-1]
+        if isinstance(target, Global):
+            self._mutate_global(target, Op.ADDITEMS, self._base + i)
+        return i + 1
+
+    def _op_binpersid(self, data: bytes, i: int) -> int:
+        # The persistent ID goes to the loader's persistent_load. For torch,
+        # ("storage", ...) yields a storage, and the legacy format's
+        # ("module", cls, source_file, source) yields cls itself, so a later
+        # call of the result is a call of cls.
+        pid = self._stack.pop()
+        result: Value = PERSISTENT_OBJECT
+        if isinstance(pid, tuple) and len(pid) > 1 and isinstance(pid[1], Global):
+            typename = pid[0]
+            if typename in ("module", b"module"):
+                result = pid[1]
+        self._stack.append(result)
+        return i + 1
+
+    def _op_next_buffer(self, data: bytes, i: int) -> int:
+        self._stack.append(OPAQUE)
+        return i + 1
+
+    def _op_readonly_buffer(self, data: bytes, i: int) -> int:
+        # CPython marks the buffer on top of the stack as read-only.
+        if not self._stack:
+            raise IndexError("READONLY_BUFFER on an empty stack")
+        return i + 1
+
+    def _op_proto(self, data: bytes, i: int) -> int:
+        if i + 2 > len(data):
+            return -1
+        protocol = data[i + 1]
+        if protocol > HIGHEST_PROTOCOL:
+            raise _Malformed(f"unsupported pickle protocol {protocol}")
+        self._protocols.add(protocol)
+        self._pickle_has_proto = True
+        return i + 2
+
+    def _op_frame(self, data: bytes, i: int) -> int:
+        # A frame only announces the size of the opcodes that follow it.
+        if i + 9 > len(data):
+            return -1
+        return i + 9
+
+    def _op_ext(self, data: bytes, i: int) -> int:
+        op = data[i]
+        width = _EXT_WIDTHS[op]
+        if i + 1 + width > len(data):
+            return -1
+        if op == Op.EXT1:
+            code = data[i + 1]
+        elif op == Op.EXT2:
+            code = _U16.unpack_from(data, i + 1)[0]
+        else:
+            code = _I32.unpack_from(data, i + 1)[0]
+        self._record(
+            "pickle.extension-code",
+            Severity.MEDIUM,
+            str(code),
+            self._base + i,
+            f"The pickle refers to code {code} of the copyreg extension registry, "
+            "which names a global only in a process that registered the code, so "
+            "the scan cannot tell what it imports.",
+            "Ask the publisher why the file depends on copyreg extension codes and "
+            "for a safetensors export. Do not load it in a process that registers "
+            "extension codes.",
+            {"code": code},
+        )
+        self._pickle_globals.add(f"<extension code {code}>")
+        self._stack.append(Extension(code))
+        return i + 1 + width
+
+    # Calls and globals -------------------------------------------------------
+
+    def _op_reduce(self, data: bytes, i: int) -> int:
+        args = self._stack.pop()
+        callee = self._stack[-1]
+        self._stack[-1] = self._call(callee, args, self._base + i, "REDUCE")
+        return i + 1
+
+    def _op_newobj(self, data: bytes, i: int) -> int:
+        stack = self._stack
+        stack.pop()
+        cls = stack.pop()
+        stack.append(self._call(cls, None, self._base + i, "NEWOBJ"))
+        return i + 1
+
+    def _op_newobj_ex(self, data: bytes, i: int) -> int:
+        stack = self._stack
+        stack.pop()
+        stack.pop()
+        cls = stack.pop()
+        stack.append(self._call(cls, None, self._base + i, "NEWOBJ_EX"))
+        return i + 1
+
+    def _op_obj(self, data: bytes, i: int) -> int:
+        items = self._pop_mark()
+        if not items:
+            raise IndexError("OBJ without a class")
+        args = _make_tuple(items[1:])
+        self._stack.append(self._call(items[0], args, self._base + i, "OBJ"))
+        return i + 1
+
+    def _op_build(self, data: bytes, i: int) -> int:
+        self._stack.pop()
+        target = self._stack[-1]
+        if isinstance(target, Global):
+            self._record(
+                "pickle.build-on-global",
+                Severity.HIGH,
+                target.path,
+                self._base + i,
+                f"The pickle applies BUILD to {target.path} itself, which sets "
+                "attributes on a module or class inside the loading process and can "
+                "redirect code that runs later.",
+                "Do not load this file: a checkpoint never changes modules or classes "
+                "while it loads. Ask the publisher for a safetensors export.",
+                {"global": target.path},
+            )
+        return i + 1
+
+    def _op_stack_global(self, data: bytes, i: int) -> int:
+        stack = self._stack
+        name = stack.pop()
+        module = stack.pop()
+        if isinstance(module, bytes):
+            module = _text(module, truncated=False)
+        if isinstance(name, bytes):
+            name = _text(name, truncated=False)
+        if isinstance(module, str) and isinstance(name, str):
+            stack.append(self._global(module, name, self._base + i))
+            return i + 1
+        description = f"{_describe(module)} and {_describe(name)}"
+        self._record(
+            "pickle.unresolved-global",
+            Severity.HIGH,
+            description,
+            self._base + i,
+            f"The pickle imports a global whose module and name are {description}, "
+            "not plain strings, so the scan cannot tell what it imports.",
+            _REMEDIATE_UNRESOLVED,
+            {"module": _describe(module), "name": _describe(name)},
+        )
+        stack.append(Opaque(f"a global named by {description}"))
+        return i + 1
+
+    def _global(self, module: str, name: str, offset: int) -> Global:
+        key = (module, name)
+        found = self._globals_cache.get(key)
+        if found is None:
+            found = Global(module, name, self._torchscript)
+            if len(self._globals_cache) < _MAX_CACHED_GLOBALS and len(module) + len(name) < 512:
+                self._globals_cache[key] = found
+        if len(self._pickle_globals) <= _MAX_FACT_GLOBALS:
+            self._pickle_globals.add(found.path)
+        if found.kind is Kind.CRITICAL:
+            self._record_critical(found, offset, called=False)
+        elif found.kind is Kind.UNKNOWN:
+            self._record(
+                "pickle.unknown-global",
+                Severity.MEDIUM,
+                found.path,
+                offset,
+                f"The pickle references {found.path}, which is not on the allowlist "
+                "of helpers that rebuild tensors, arrays and containers. Loading the "
+                "file imports its module, which runs that module's code.",
+                _REMEDIATE_UNKNOWN.format(g=found.path),
+                {"global": found.path},
+            )
+        return found
+
+    def _record_critical(self, target: Global, offset: int, called: bool) -> None:
+        verb = "calls" if called else "imports"
+        self._record(
+            "pickle.unsafe-global",
+            Severity.CRITICAL,
+            target.path,
+            offset,
+            f"The pickle {verb} {target.path}, which {target.reason}. Loading this "
+            "file with pickle, or with torch.load without weights_only=True, hands "
+            "that power to the file's author.",
+            _REMEDIATE_CRITICAL,
+            {"global": target.path, "called": called, "reason": target.reason},
+            count=not called,
+        )
+
+    def _call(
+        self, callee: Value, args: Value | None, offset: int, via: str, depth: int = 0
+    ) -> Call:
+        """Record a call of ``callee`` and return its result."""
+        if not isinstance(callee, Global):
+            description = _describe(callee)
+            self._record(
+                "pickle.unresolved-call",
+                Severity.HIGH,
+                description,
+                offset,
+                f"The pickle calls {description} through {via}, which the scan cannot "
+                "resolve to a named global.",
+                _REMEDIATE_UNRESOLVED,
+                {"callable": description},
+            )
+            return UNRESOLVED_CALL
+        if callee.kind is Kind.CRITICAL:
+            self._pickle_critical_call = True
+            self._record_critical(callee, offset, called=True)
+        elif callee.kind is Kind.UNKNOWN:
+            self._record(
+                "pickle.unknown-global-call",
+                Severity.HIGH,
+                callee.path,
+                offset,
+                f"The pickle calls {callee.path} through {via}. It is not on the "
+                "allowlist of helpers that rebuild tensors, arrays and containers, "
+                "so loading the file runs it with arguments chosen by the file.",
+                _REMEDIATE_UNKNOWN.format(g=callee.path),
+                {"global": callee.path},
+            )
+        else:
+            self._check_argument_calls(callee, args, offset, depth)
+        return callee.call
+
+    def _check_argument_calls(
+        self, callee: Global, args: Value | None, offset: int, depth: int
+    ) -> None:
+        # Some allowed helpers call their arguments (copyreg._reconstructor
+        # instantiates its first argument), so those arguments are the real
+        # callees.
+        calls = argument_calls(callee.module, callee.name)
+        if not calls or args is None:
+            return
+        via = f"an argument of {callee.path}"
+        for index, args_index in calls:
+            if depth >= _MAX_ARGUMENT_DEPTH:
+                target: Value = OPAQUE
+            elif isinstance(args, tuple) and index < len(args):
+                target = args[index]
+            else:
+                target = Opaque(f"argument {index} of {callee.path}")
+            inner_args: Value | None = None
+            if isinstance(args, tuple) and 0 <= args_index < len(args):
+                inner_args = args[args_index]
+            self._call(target, inner_args, offset, via, depth + 1)
+
+    def _mutate_global(self, target: Value, op: int, offset: int) -> None:
+        # APPEND, SETITEM and ADDITEMS call a method of their target when it
+        # is not a plain list, dict or set: on a global, that is a call of the
+        # global's attribute.
+        method = _MUTATOR_METHODS[op]
+        assert isinstance(target, Global)
+        # The method is reached through the global, so it is as dangerous as
+        # the global, and never allowed.
+        attribute = Global(target.module, f"{target.name}.{method}", self._torchscript)
+        if target.kind is Kind.CRITICAL:
+            attribute.kind, attribute.reason = Kind.CRITICAL, target.reason
+        else:
+            attribute.kind, attribute.reason = Kind.UNKNOWN, ""
+        if len(self._pickle_globals) <= _MAX_FACT_GLOBALS:
+            self._pickle_globals.add(attribute.path)
+        self._call(attribute, None, offset, _opcode_name(op))
+
+    # Findings ----------------------------------------------------------------
+
+    def _record(
+        self,
+        rule: str,
+        severity: Severity,
+        subject: str,
+        offset: int,
+        message: str,
+        remediation: str,
+        details: dict[str, Any],
+        *,
+        stage: dict[tuple[str, str], _Hit] | None = None,
+        count: bool = True,
+    ) -> None:
+        """Count one occurrence of (rule, subject), creating its hit on first sight."""
+        hits = self._pickle_hits if stage is None else stage
+        key = (rule, subject)
+        hit = hits.get(key)
+        if hit is not None:
+            if count:
+                hit.count += 1
+            if details.get("called") and not hit.details.get("called"):
+                hit.details["called"] = True
+                hit.message = message
+            return
+        hit = _Hit(rule, severity, offset, message, remediation, details)
+        if stage is None and len(hits) >= _MAX_DISTINCT_HITS:
+            key = _overflow_key(hit)
+            existing = hits.get(key)
+            if existing is not None:
+                existing.count += 1
+                return
+        hits[key] = hit
+
+    def _findings(self) -> list[Finding]:
+        called = {subject for (rule, subject) in self._hits if rule == "pickle.unknown-global-call"}
+        findings = []
+        for (rule, subject), hit in self._hits.items():
+            if rule == "pickle.unknown-global" and subject in called:
+                continue
+            findings.append(
+                self.finding(
+                    hit.rule,
+                    hit.severity,
+                    hit.message,
+                    hit.remediation,
+                    offset=hit.offset,
+                    occurrences=hit.count,
+                    **hit.details,
+                )
+            )
+        findings.sort(key=lambda f: (f.offset or 0, -f.severity))
+        return findings
+
+    def _facts(self) -> dict[str, Any]:
+        names = sorted(self._globals_seen)
+        return {
+            "pickles": self._pickles,
+            "opcodes": self._ops,
+            "protocols": sorted(self._protocols),
+            "globals": names[:_MAX_FACT_GLOBALS],
+            "globals_truncated": len(names) > _MAX_FACT_GLOBALS,
+        }
+
+    # Arguments that span chunks ----------------------------------------------
+
+    def _op_sized_handler(self, data: bytes, i: int) -> int:
+        return self._op_sized(data, i, data[i])
+
+    def _op_sized(self, data: bytes, i: int, op: int) -> int:
+        """Parse an opcode with a length-prefixed argument, streaming long ones."""
+        header, kind = _SIZED_OPCODES[op]
+        end = len(data)
+        start = i + 1 + header.size
+        if start > end:
+            return -1
+        length = int(header.unpack_from(data, i + 1)[0])
+        if length < 0:
+            raise _Malformed(f"{_opcode_name(op)} has a negative length {length}")
+
+        keep = self._keep if kind in ("utf-8", "latin-1") else 0
+        if op == Op.LONG1:
+            keep = length
+        stop = start + length
+        if stop <= end:
+            prefix_length = min(length, keep)
+            self._push_sized(op, data[start : start + prefix_length], length > prefix_length)
+            return stop
+
+        # A one-byte length is at most 255 bytes, so waiting for it is cheap.
+        if header.size == 1:
+            return -1
+        # The argument continues in later chunks: keep at most ``keep`` bytes.
+        available = end - start
+        self._pending = _Pending(
+            op=op,
+            offset=self._base + i,
+            remaining=length - available,
+            keep=keep,
+            prefix=bytearray(data[start : start + min(keep, available)]),
+            truncated=length > keep,
+        )
+        return end
+
+    def _push_sized(self, op: int, raw: bytes, truncated: bool) -> None:
+        kind = _SIZED_OPCODES[op][1]
+        if kind == "utf-8":
+            # Decoded only when used as a name, as in the inline loop.
+            self._stack.append(_text(raw, truncated) if truncated else raw)
+        elif kind == "latin-1":
+            # Python 2 str: CPython decodes it with the load's encoding (ASCII
+            # by default). Latin-1 keeps every byte and never fails.
+            self._stack.append(raw.decode("latin-1"))
+        elif op == Op.LONG1 and len(raw) <= 16:
+            self._stack.append(int.from_bytes(raw, "little", signed=True))
+        else:
+            self._stack.append(OPAQUE)
+
+    def _op_lines(self, data: bytes, i: int) -> int:
+        """Parse an opcode whose arguments are newline-ended lines."""
+        op = data[i]
+        needed = 2 if op in (Op.GLOBAL, Op.INST) else 1
+        end = len(data)
+        keep = self._keep
+        lines: list[tuple[bytes, bool]] = []
+        pos = i + 1
+        while len(lines) < needed:
+            j = data.find(b"\n", pos, end)
+            if j < 0:
+                break
+            lines.append((data[pos : min(j, pos + keep)], j - pos > keep))
+            pos = j + 1
+        if len(lines) == needed:
+            self._finish_lines(op, lines, self._base + i)
+            return pos
+        prefix_length = min(end - pos, keep)
+        self._pending = _Pending(
+            op=op,
+            offset=self._base + i,
+            remaining=-1,
+            keep=keep,
+            prefix=bytearray(data[pos : pos + prefix_length]),
+            truncated=end - pos > keep,
+            lines=lines,
+            lines_needed=needed,
+        )
+        return end
+
+    def _advance_pending(self, data: bytes, pos: int) -> int:
+        pending = self._pending
+        assert pending is not None
+        end = len(data)
+        try:
+            if pending.remaining >= 0:
+                return self._advance_sized(pending, data, pos, end)
+            return self._advance_lines(pending, data, pos, end)
+        except (_Malformed, UnicodeDecodeError) as exc:
+            reason = str(exc)
+        except IndexError:
+            reason = self._underflow_reason(pending.op)
+        # The opcode was counted when it started, but a failed opcode is not
+        # counted when its argument is complete in one chunk either.
+        self._ops -= 1
+        self._fail("malformed", pending.offset, reason)
+        return end
+
+    def _advance_sized(self, pending: _Pending, data: bytes, pos: int, end: int) -> int:
+        take = min(pending.remaining, end - pos)
+        room = pending.keep - len(pending.prefix)
+        if room > 0:
+            pending.prefix += data[pos : pos + min(room, take)]
+        pending.remaining -= take
+        pos += take
+        if pending.remaining == 0:
+            self._pending = None
+            self._push_sized(pending.op, bytes(pending.prefix), pending.truncated)
+        return pos
+
+    def _advance_lines(self, pending: _Pending, data: bytes, pos: int, end: int) -> int:
+        while True:
+            j = data.find(b"\n", pos, end)
+            stop = end if j < 0 else j
+            room = pending.keep - len(pending.prefix)
+            if stop - pos > room:
+                pending.truncated = True
+            if room > 0:
+                pending.prefix += data[pos : pos + min(room, stop - pos)]
+            if j < 0:
+                return end
+            pending.lines.append((bytes(pending.prefix), pending.truncated))
+            pending.prefix = bytearray()
+            pending.truncated = False
+            pos = j + 1
+            if len(pending.lines) == pending.lines_needed:
+                self._pending = None
+                self._finish_lines(pending.op, pending.lines, pending.offset)
+                return pos
+
+    def _finish_lines(self, op: int, lines: list[tuple[bytes, bool]], offset: int) -> None:
+        line, truncated = lines[0]
+        stack = self._stack
+        if op in (Op.GLOBAL, Op.INST):
+            # CPython decodes GLOBAL names as UTF-8 and INST names as ASCII.
+            encoding = "utf-8" if op == Op.GLOBAL else "ascii"
+            module = _text(line, truncated, encoding)
+            name = _text(lines[1][0], lines[1][1], encoding)
+            found = self._global(module, name, offset)
+            if op == Op.GLOBAL:
+                stack.append(found)
+            else:
+                args = _make_tuple(self._pop_mark())
+                stack.append(self._call(found, args, offset, "INST"))
+        elif op == Op.STRING:
+            stack.append(_string_line(line, truncated))
+        elif op == Op.UNICODE:
+            if truncated:
+                stack.append(line.decode("raw-unicode-escape", "replace"))
+            else:
+                try:
+                    stack.append(line.decode("raw-unicode-escape"))
+                except UnicodeDecodeError as exc:
+                    raise _Malformed(f"the UNICODE argument is invalid: {exc.reason}") from None
+        elif op in (Op.INT, Op.LONG):
+            stack.append(self._int_line(op, line, truncated))
+        elif op == Op.FLOAT:
+            if not truncated:
+                try:
+                    float(line)
+                except ValueError:
+                    raise _Malformed(f"invalid FLOAT argument {line[:40]!r}") from None
+            stack.append(OPAQUE)
+        elif op == Op.PERSID:
+            stack.append(OPAQUE)
+        elif op == Op.GET:
+            key = self._memo_index(line, truncated)
+            stack.append(OPAQUE if key is None else self._memo_fetch(key))
+        else:  # PUT
+            key = self._memo_index(line, truncated)
+            if key is not None and key < 0:
+                raise _Malformed("negative PUT argument")
+            value = stack[-1]
+            if key is None:
+                self._poison_memo()
+            else:
+                self._memo_store(key, value)
+
+    @staticmethod
+    def _int_line(op: int, line: bytes, truncated: bool) -> Value:
+        if truncated:
+            return OPAQUE
+        if op == Op.INT:
+            if line in (b"00", b"01"):
+                return OPAQUE
+            return _line_int(line, 0)
+        if line.endswith(b"L"):
+            line = line[:-1]
+        return _line_int(line, 0)
+
+    @staticmethod
+    def _memo_index(line: bytes, truncated: bool) -> int | None:
+        """Parse a PUT or GET index; None when it is too long to resolve."""
+        if not truncated and len(line) <= _MAX_MEMO_INDEX_LINE:
+            return _line_int(line)
+        digits = line.strip().replace(b"_", b"").lstrip(b"+").lstrip(b"0")
+        if not truncated and digits.isdigit() and len(digits) <= 20:
+            return int(digits)
+        return None
+
+
+# Opcodes with a length-prefixed argument: the length's format and how the
+# argument is kept ("utf-8" and "latin-1" strings, "opaque" otherwise).
+_SIZED_OPCODES: Final[dict[int, tuple[struct.Struct, str]]] = {
+    Op.SHORT_BINUNICODE: (struct.Struct("<B"), "utf-8"),
+    Op.BINUNICODE: (_U32, "utf-8"),
+    Op.BINUNICODE8: (_U64, "utf-8"),
+    Op.SHORT_BINSTRING: (struct.Struct("<B"), "latin-1"),
+    Op.BINSTRING: (_I32, "latin-1"),
+    Op.SHORT_BINBYTES: (struct.Struct("<B"), "opaque"),
+    Op.BINBYTES: (_U32, "opaque"),
+    Op.BINBYTES8: (_U64, "opaque"),
+    Op.BYTEARRAY8: (_U64, "opaque"),
+    Op.LONG1: (struct.Struct("<B"), "opaque"),
+    Op.LONG4: (_I32, "opaque"),
+}
+
+_EXT_WIDTHS: Final[dict[int, int]] = {Op.EXT1: 1, Op.EXT2: 2, Op.EXT4: 4}
+
+# The method that each container opcode calls on a target that is not a
+# plain list, dict or set.
+_MUTATOR_METHODS: Final[dict[int, str]] = {
+    Op.APPEND: "append",
+    Op.APPENDS: "extend",
+    Op.SETITEM: "__setitem__",
+    Op.SETITEMS: "__setitem__",
+    Op.ADDITEMS: "add",
+}
+
+_LINE_OPCODES: Final = (
+    Op.FLOAT,
+    Op.INT,
+    Op.LONG,
+    Op.PERSID,
+    Op.STRING,
+    Op.UNICODE,
+    Op.GLOBAL,
+    Op.GET,
+    Op.INST,
+    Op.PUT,
+)
