@@ -286,6 +286,8 @@ class ZipScanner(Scanner):
                 self._report_code(entries)
             if kind is Format.KERAS:
                 self._scan_keras_config(zf, entries)
+            if kind is Format.WHEEL:
+                self._scan_wheel(zf, entries)
             self._scan_members(zf, read_at, entries, kind)
         return result
 
@@ -553,6 +555,23 @@ class ZipScanner(Scanner):
         keras = scan_keras_zip_members(list(by_name), read_member, self.ctx)
         self._findings.extend(keras.findings)
         self._facts["keras"] = keras.facts
+
+    def _scan_wheel(self, zf: zipfile.ZipFile, entries: list[_Member]) -> None:
+        # Imported here, so that a failure in the wheel checks affects only wheels.
+        from attestgate.deps.wheel import scan_wheel_members
+
+        by_name = {member.name: member for member in reversed(entries)}
+
+        def read_member(name: str) -> bytes:
+            member = by_name[name]
+            if not member.readable or member.flagged:
+                raise ValueError(f"member {name} was not read: it failed an earlier check")
+            with zf.open(member.info) as stream:
+                # RECORD hashes cover whole members; the member-count and
+                # expansion limits were checked before this point.
+                return stream.read()
+
+        self._findings.extend(scan_wheel_members(list(by_name), read_member, self.ctx))
 
     def _scan_members(
         self,
