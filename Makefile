@@ -9,14 +9,18 @@ TORCH ?= torch==2.13.0
 
 .PHONY: venv test lint typecheck check demo bench clean
 
-$(BIN)/attestgate: pyproject.toml
+# The stamp, not the console script, marks a complete install: a .venv made
+# by hand with `pip install -e .` has the script but no test tools.
+STAMP := $(VENV)/.attestgate-dev-installed
+
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet '$(TORCH)'
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-venv: $(BIN)/attestgate
+venv: $(STAMP)
 
 test: venv
 	$(BIN)/python -m pytest -q

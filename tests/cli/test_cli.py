@@ -76,6 +76,7 @@ def test_text_output_groups_by_file(home, model):
 
 
 def test_output_file_written(home, model, tmp_path):
+    (tmp_path / "out").mkdir()
     target = tmp_path / "out" / "record.json"
     code, out = run("admit", str(model), "--home", str(home), "--format", "json", "-o", str(target))
     assert code == 3
@@ -101,11 +102,11 @@ def test_custom_policy_allows(home, model, tmp_path):
     assert json.loads(out)["decision"] == "allow"
 
 
-def test_invalid_policy_exit_1(home, model, tmp_path, capsys):
+def test_invalid_policy_exit_2(home, model, tmp_path, capsys):
     policy = tmp_path / "bad.yaml"
     policy.write_text("apiVersion: attestgate/v1\nkind: Policy\nstages: {}\n")
     code, _ = run("admit", str(model), "--home", str(home), "--policy", str(policy))
-    assert code == 1
+    assert code == 2
     assert "stages" in capsys.readouterr().err
 
 
@@ -160,3 +161,111 @@ def test_internal_error_exit_1(home, model, monkeypatch, capsys):
     assert code == 1
     assert out == ""
     assert "simulated bug" in capsys.readouterr().err
+
+
+def test_empty_path_exit_2(home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _ = run("admit", "", "--home", str(home))
+    assert code == 2
+    assert not (home / "attestgate.db").exists()
+
+
+def test_output_inside_artifact_rejected(home, model):
+    code, _ = run("admit", str(model), "--home", str(home), "-o", str(model / "report.txt"))
+    assert code == 2
+    assert not (model / "report.txt").exists()
+
+
+def test_output_into_missing_directory_records_nothing(home, model, tmp_path):
+    code, _ = run("admit", str(model), "--home", str(home), "-o", str(tmp_path / "no" / "r.json"))
+    assert code == 2
+    assert not (home / "attestgate.db").exists()
+
+
+def test_output_file_mode_follows_umask(home, model, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "report.txt"
+        run("admit", str(model), "--home", str(home), "-o", str(target))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_verbose_after_subcommand(home, model):
+    code, _ = run("admit", str(model), "--home", str(home), "-vv")
+    assert code == 3
+
+
+def test_audit_show_by_id(home, model):
+    _, out = run("admit", str(model), "--home", str(home), "--format", "json")
+    record_id = json.loads(out)["id"]
+    code, out = run("audit", "show", record_id, "--home", str(home), "--format", "json")
+    assert code == 0
+    assert json.loads(out)["body"]["id"] == record_id
+
+
+def test_audit_show_unknown_id_exit_2(home, model):
+    run("admit", str(model), "--home", str(home))
+    code, _ = run("audit", "show", "no-such-id", "--home", str(home))
+    assert code == 2
+
+
+def test_audit_list_filters_by_digest(home, model, tmp_path):
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    _, out = run("admit", str(model), "--home", str(home), "--format", "json")
+    digest = "sha256:" + json.loads(out)["artifact"]["digest"]["sha256"]
+    run("admit", str(other), "--home", str(home))
+    _, out = run("audit", "list", "--home", str(home), "--digest", digest, "--format", "json")
+    assert [r["artifact_digest"] for r in json.loads(out)] == [digest]
+
+
+def test_expect_head_detects_rewrite(home, model):
+    from attestgate.audit.log import record_hash
+
+    run("admit", str(model), "--home", str(home))
+    _, head = run("audit", "head", "--home", str(home))
+    # Rewrite record 1 and its hash consistently, as someone with write
+    # access to the state directory could.
+    with sqlite3.connect(home / "attestgate.db") as conn:
+        row = conn.execute(
+            "SELECT seq, record_id, created_at, kind, artifact_digest, prev_hash, body"
+            " FROM audit_records WHERE seq = 1"
+        ).fetchone()
+        body = row[6].replace('"quarantine"', '"allow"')
+        digest = record_hash(row[0], row[1], row[2], row[3], row[4], row[5], body)
+        conn.execute("UPDATE audit_records SET body = ?, hash = ? WHERE seq = 1", (body, digest))
+    (home / "audit.head").write_text(json.dumps({"seq": 1, "hash": digest}))
+    code, _ = run("audit", "verify", "--home", str(home))
+    assert code == 0
+    code, out = run("audit", "verify", "--home", str(home), "--expect-head", head.strip())
+    assert code == 5
+    assert "rewritten" in out
+
+
+def test_audit_verify_missing_home_exit_2(tmp_path):
+    code, _ = run("audit", "verify", "--home", str(tmp_path / "typo"))
+    assert code == 2
+    assert not (tmp_path / "typo").exists()
+
+
+def test_corrupt_database_exit_5(home, model):
+    run("admit", str(model), "--home", str(home))
+    (home / "attestgate.db").write_bytes(b"\x00garbage" * 1000)
+    for extra in ("attestgate.db-wal", "attestgate.db-shm"):
+        (home / extra).unlink(missing_ok=True)
+    code, out = run("audit", "verify", "--home", str(home))
+    assert code == 5
+    assert "not a database" in out
+
+
+def test_edited_digest_column_detected(home, model):
+    run("admit", str(model), "--home", str(home))
+    with sqlite3.connect(home / "attestgate.db") as conn:
+        conn.execute("UPDATE audit_records SET artifact_digest = 'sha256:00' WHERE seq = 1")
+    code, _ = run("audit", "verify", "--home", str(home))
+    assert code == 5

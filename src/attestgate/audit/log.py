@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from attestgate.errors import StorageError
+from attestgate.errors import StorageError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +57,21 @@ def canonical_json(value: Any) -> bytes:
 
 
 def record_hash(
-    seq: int, record_id: str, created_at: str, kind: str, prev_hash: str, body: str
+    seq: int,
+    record_id: str,
+    created_at: str,
+    kind: str,
+    artifact_digest: str | None,
+    prev_hash: str,
+    body: str,
 ) -> str:
+    """Return the hash that chains a record: every stored column but the hash itself."""
     material = {
         "seq": seq,
         "id": record_id,
         "created_at": created_at,
         "kind": kind,
+        "artifact_digest": artifact_digest,
         "prev_hash": prev_hash,
         "body_sha256": hashlib.sha256(body.encode("utf-8")).hexdigest(),
     }
@@ -102,6 +110,12 @@ class VerifyResult:
     problem: str = ""
 
 
+def _db_error(exc: sa.exc.SQLAlchemyError) -> str:
+    # The driver's own message, without SQLAlchemy's statement dump and link.
+    orig = getattr(exc, "orig", None)
+    return str(orig) if orig is not None else str(exc).split("\n", 1)[0]
+
+
 def _sqlite_engine(path: Path) -> Engine:
     engine = sa.create_engine(f"sqlite:///{path}", future=True)
 
@@ -124,8 +138,19 @@ def _sqlite_engine(path: Path) -> Engine:
 class AuditLog:
     """The audit log stored in a state directory (SQLite by default)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, create: bool = True) -> None:
+        """Open the audit log in ``home``; with ``create=False`` it must already exist."""
         self.home = home
+        if not create and not (home / DB_FILE).is_file():
+            raise UsageError(
+                f"no audit log at {home}",
+                hint="check --home or ATTESTGATE_HOME; the log is created by the first admission",
+            )
+        if home.exists() and not home.is_dir():
+            raise UsageError(
+                f"state directory {home} is not a directory",
+                hint="pass a directory with --home or ATTESTGATE_HOME",
+            )
         try:
             home.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -139,7 +164,7 @@ class AuditLog:
             metadata.create_all(self.engine)
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(
-                f"audit database in {home} could not be opened: {exc}",
+                f"audit database in {home} could not be opened: {_db_error(exc)}",
                 hint="check that the directory is writable and the database is not corrupt",
             ) from exc
 
@@ -166,7 +191,9 @@ class AuditLog:
                 ).first()
                 seq = 1 if last is None else last.seq + 1
                 prev_hash = GENESIS if last is None else last.hash
-                digest = record_hash(seq, record_id, created_at, kind, prev_hash, body_text)
+                digest = record_hash(
+                    seq, record_id, created_at, kind, artifact_digest, prev_hash, body_text
+                )
                 conn.execute(
                     audit_records.insert().values(
                         seq=seq,
@@ -183,7 +210,7 @@ class AuditLog:
                 self._write_head(seq, digest)
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(
-                f"audit record could not be appended in {self.home}: {exc}",
+                f"audit record could not be appended in {self.home}: {_db_error(exc)}",
                 hint="check free disk space and that no other program holds the database",
             ) from exc
         logger.debug("appended audit record %s (seq %d, kind %s)", record_id, seq, kind)
@@ -221,9 +248,25 @@ class AuditLog:
         with self.engine.connect() as conn:
             yield from conn.execute(query)
 
-    def records(self, limit: int | None = None, newest_first: bool = False) -> list[AuditRecord]:
+    def records(
+        self,
+        limit: int | None = None,
+        newest_first: bool = False,
+        artifact_digest: str | None = None,
+    ) -> list[AuditRecord]:
+        order = audit_records.c.seq.desc() if newest_first else audit_records.c.seq.asc()
+        query = sa.select(audit_records).order_by(order)
+        if artifact_digest is not None:
+            query = query.where(audit_records.c.artifact_digest == artifact_digest)
+        if limit is not None:
+            query = query.limit(limit)
+        return self._to_records(query)
+
+    def _to_records(self, query: Any) -> list[AuditRecord]:
         out = []
-        for row in self._rows(limit, newest_first):
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(query))
+        for row in rows:
             try:
                 body = json.loads(row.body)
             except ValueError:
@@ -243,13 +286,53 @@ class AuditLog:
         return out
 
     def get(self, record_id: str) -> AuditRecord | None:
-        for record in self.records():
-            if record.record_id == record_id:
-                return record
+        """Return the record with ``record_id``, or None."""
+        for record in self._to_records(
+            sa.select(audit_records).where(audit_records.c.record_id == record_id)
+        ):
+            return record
         return None
 
-    def verify(self) -> VerifyResult:
-        """Walk the chain from the first record and report the first break."""
+    def verify(self, expect_head: tuple[int, str] | None = None) -> VerifyResult:
+        """Walk the chain from the first record and report the first break.
+
+        ``expect_head`` is a (sequence number, hash) pair kept outside the
+        state directory, such as in a CI log; the record at that sequence
+        number must carry that hash. Without such an anchor, someone who can
+        write the state directory can rewrite the whole chain consistently.
+        """
+        try:
+            result = self._verify_chain()
+        except sa.exc.SQLAlchemyError as exc:
+            return VerifyResult(False, 0, None, f"the database cannot be read: {_db_error(exc)}")
+        if result.ok and expect_head is not None:
+            seq, digest = expect_head
+            record = self.at(seq)
+            if record is None:
+                return VerifyResult(
+                    False, result.records, seq, f"record {seq} of the expected head is missing"
+                )
+            if record.hash != digest:
+                return VerifyResult(
+                    False,
+                    result.records,
+                    seq,
+                    f"record {seq} has hash {record.hash}, not the expected {digest}: "
+                    "the log was rewritten",
+                )
+        return result
+
+    def head(self) -> tuple[int, str] | None:
+        """Return the last record's sequence number and hash."""
+        records = self.records(limit=1, newest_first=True)
+        return (records[0].seq, records[0].hash) if records else None
+
+    def at(self, seq: int) -> AuditRecord | None:
+        for record in self._to_records(sa.select(audit_records).where(audit_records.c.seq == seq)):
+            return record
+        return None
+
+    def _verify_chain(self) -> VerifyResult:
         expected_prev = GENESIS
         expected_seq = 1
         count = 0
@@ -277,6 +360,7 @@ class AuditLog:
                 row.record_id,
                 row.created_at,
                 row.kind,
+                row.artifact_digest,
                 row.prev_hash,
                 row.body,
             )

@@ -56,6 +56,7 @@ def add_home_option(parser: argparse.ArgumentParser) -> None:
 def add_output_options(
     parser: argparse.ArgumentParser, formats: tuple[str, ...] = ("text", "json")
 ) -> None:
+    add_verbose_option(parser)
     parser.add_argument(
         "--format",
         choices=formats,
@@ -71,6 +72,54 @@ def add_output_options(
     )
 
 
+def artifact_path(text: str) -> Path:
+    """Parse a PATH argument, rejecting the empty string.
+
+    ``Path("")`` is the current directory, so an unset shell variable in
+    ``attestgate admit "$MODEL"`` would otherwise admit whatever directory
+    the job runs in.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("PATH is empty; pass the model file or directory")
+    return Path(text)
+
+
+def add_verbose_option(parser: argparse.ArgumentParser) -> None:
+    """Accept -v after the subcommand too, adding to any -v given before it."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="log more on stderr (-v info, -vv debug, with tracebacks)",
+    )
+
+
+def check_output(output: Path | None, artifact: Path | None = None) -> None:
+    """Reject an ``-o`` target that cannot be written, before any work is recorded."""
+    if output is None:
+        return
+    from attestgate.errors import UsageError
+
+    if output.is_dir():
+        raise UsageError(f"output {output} is a directory", hint="pass a file name to -o")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(
+            f"output directory {parent} does not exist", hint="create it or choose another -o"
+        )
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"output directory {parent} is not writable")
+    if artifact is not None:
+        target = output.resolve()
+        root = artifact.resolve()
+        if target == root or root in target.parents:
+            raise UsageError(
+                f"output {output} is inside the artifact {artifact}",
+                hint="writing the report there would change the artifact; choose another -o",
+            )
+
+
 def emit(text: str, output: Path | None, stdout: TextIO) -> None:
     """Write a report to ``output`` atomically, or to ``stdout``."""
     if not text.endswith("\n"):
@@ -81,6 +130,11 @@ def emit(text: str, output: Path | None, stdout: TextIO) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
     try:
+        # mkstemp creates the file as 0600; give the report the mode any
+        # other file written under the caller's umask would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, output)

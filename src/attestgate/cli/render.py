@@ -28,7 +28,7 @@ def render_decision(record: dict[str, Any]) -> str:
         f"{_size(artifact['size'])}",
         f"digest    sha256:{artifact['digest']['sha256']}",
         f"stage     {record['stage']}",
-        f"policy    {record['policy']['name']} "
+        f"policy    {record['policy']['name']} from {record['policy']['source']} "
         f"(sha256:{record['policy']['digest']['sha256'][:16]}...)",
         "",
     ]
@@ -43,7 +43,8 @@ def render_decision(record: dict[str, Any]) -> str:
         fmt = formats.get(base)
         lines.append(f"{file}" + (f"  [{fmt}]" if fmt else ""))
         for finding in sorted(by_file[file], key=lambda f: _SEVERITY_ORDER[f["severity"]]):
-            lines.append(f"  {finding['severity'].upper():<8} {finding['rule']}")
+            where = f" at byte {finding['offset']}" if "offset" in finding else ""
+            lines.append(f"  {finding['severity'].upper():<8} {finding['rule']}{where}")
             lines.append(f"           {finding['message']}")
             lines.append(f"           fix: {finding['remediation']}")
         lines.append("")
@@ -66,11 +67,12 @@ def render_decision(record: dict[str, Any]) -> str:
 def render_audit_list(records: list[AuditRecord]) -> str:
     if not records:
         return "the audit log is empty"
-    lines = [f"{'seq':>6}  {'time':<25} {'kind':<10} {'decision':<10} {'stage':<11} artifact"]
+    lines = [f"{'seq':>6}  {'time (UTC)':<20} {'kind':<10} {'decision':<10} {'stage':<11} artifact"]
     for r in records:
         body = r.body
+        when = r.created_at[:19].replace("T", " ")
         lines.append(
-            f"{r.seq:>6}  {r.created_at[:25]:<25} {r.kind:<10} {body.get('decision', '-'):<10} "
+            f"{r.seq:>6}  {when:<20} {r.kind:<10} {body.get('decision', '-'):<10} "
             f"{body.get('stage', '-'):<11} {r.artifact_digest or '-'}  "
             f"{body.get('artifact', {}).get('path', '')}"
         )

@@ -193,6 +193,20 @@ def _read_and_scan(
             )
         )
     findings.extend(result.findings)
+    if scanner is None and fmt is Format.UNKNOWN:
+        findings.append(
+            Finding(
+                "identify.unscanned",
+                Severity.LOW,
+                entry.path,
+                f"{entry.path} is in no format the gate recognises, so no scanner read "
+                "it beyond hashing",
+                "Check what the file is. If a loader deserializes it, convert it to a "
+                "format the gate scans (safetensors for weights), or have a reviewer "
+                "inspect it; a policy can map identify.unscanned to quarantine.",
+                check=CHECK,
+            )
+        )
     mismatch = check_extension(entry.path, result.format or fmt)
     if mismatch is not None:
         findings.append(mismatch)
