@@ -3,7 +3,10 @@
 ``transformers`` imports the Python modules that ``auto_map`` names in
 ``config.json`` or ``tokenizer_config.json`` when a caller passes
 ``trust_remote_code=True``, and any ``.py`` file in a repository is code that
-such a load may run. Both are embedded code the policy should weigh.
+such a load may run. Both are embedded code the policy should weigh. The
+``chat_template`` of ``tokenizer_config.json`` and ``chat_template.json`` is a
+Jinja2 template that loaders render, so it goes through the chat-template
+analysis.
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ import json
 import re
 from typing import Any
 
-from attestgate.findings import Severity
+from attestgate.findings import Finding, Severity
+from attestgate.scanners.chat_template import analyze_chat_template
 from attestgate.scanners.interface import ReadAt, Scanner, ScanResult
 
 # An auto_map value naming code in another repository: "owner/repo--module.Class".
 _REMOTE_REFERENCE = re.compile(r"^[\w.-]+/[\w.-]+--")
 MAX_PYTHON_BYTES = 4 * 1024 * 1024
 MAX_LISTED = 50
+# Named chat templates analysed per file; tokenizers ship a handful
+# (default, tool_use, rag).
+MAX_NAMED_TEMPLATES = 64
 
 
 def _auto_map_targets(value: Any) -> list[str]:
@@ -36,7 +43,7 @@ def _auto_map_targets(value: Any) -> list[str]:
 
 
 class JsonConfigScanner(Scanner):
-    """Finds ``auto_map`` and ``trust_remote_code`` in JSON configuration files."""
+    """Finds ``auto_map``, ``trust_remote_code`` and chat templates in JSON configuration."""
 
     check = "huggingface"
 
@@ -100,7 +107,62 @@ class JsonConfigScanner(Scanner):
                     "Remove trust_remote_code from the configuration and review any custom code.",
                 )
             )
+        # transformers treats a null chat_template as no template.
+        if document.get("chat_template") is not None:
+            findings.extend(self._chat_templates(document["chat_template"]))
         return ScanResult(findings=findings)
+
+    def _chat_templates(self, value: Any) -> list[Finding]:
+        """Analyse ``chat_template``: a string, or a list of {"name", "template"} objects."""
+        location = f"{self.ctx.file}:chat_template"
+        if isinstance(value, str):
+            return analyze_chat_template(value, self, location)
+        if not isinstance(value, list):
+            return [self._invalid_template(location, f"a JSON {_json_type(value)}")]
+        findings: list[Finding] = []
+        for index, item in enumerate(value):
+            if index == MAX_NAMED_TEMPLATES or self.ctx.expired():
+                findings.append(self._too_many_templates(location, len(value) - index))
+                break
+            name = item.get("name") if isinstance(item, dict) else None
+            template = item.get("template") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not isinstance(template, str):
+                findings.append(
+                    self._invalid_template(
+                        f"{location}[{index}]", 'not an object with string "name" and "template"'
+                    )
+                )
+                continue
+            findings.extend(analyze_chat_template(template, self, f"{location}.{name[:100]}"))
+        return findings
+
+    def _too_many_templates(self, location: str, skipped: int) -> Finding:
+        return self.finding(
+            "chat-template.limit-exceeded",
+            Severity.MEDIUM,
+            f"{skipped} named chat templates were not analysed, because the file has more "
+            f"than {MAX_NAMED_TEMPLATES} or the time budget for the file ran out",
+            "Have a reviewer read the remaining templates; tokenizers ship only a few "
+            "named chat templates, so this many deserves a close look.",
+            file=location,
+            skipped=skipped,
+        )
+
+    def _invalid_template(self, location: str, problem: str) -> Finding:
+        return self.finding(
+            "hf.invalid-chat-template",
+            Severity.MEDIUM,
+            f"the chat template is {problem}, so transformers rejects it and the gate "
+            "could not analyse it",
+            "Have a reviewer check the value, then store the chat template as a string or "
+            'as a list of {"name", "template"} objects.',
+            file=location,
+        )
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", str: "string", bool: "boolean"}
+    return names.get(type(value), "number")
 
 
 class PythonCodeScanner(Scanner):
