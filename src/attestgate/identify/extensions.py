@@ -53,7 +53,7 @@ EXPECTED: dict[str, frozenset[Format]] = {
     ".pkl": _PICKLE_FAMILY,
     ".pickle": _PICKLE_FAMILY,
     ".joblib": _PICKLE_FAMILY
-    | frozenset({Format.GZIP, Format.BZIP2, Format.XZ, Format.ZSTD, Format.UNKNOWN}),
+    | frozenset({Format.GZIP, Format.BZIP2, Format.XZ, Format.ZSTD, Format.COMPRESSED}),
     ".zip": _ZIP_FAMILY,
     ".whl": _ZIP_FAMILY,
     ".tar": frozenset({Format.TAR}),

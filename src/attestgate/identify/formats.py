@@ -28,6 +28,9 @@ class Format(enum.StrEnum):
     BZIP2 = "bzip2"
     XZ = "xz"
     ZSTD = "zstd"
+    # Other single compressed streams joblib writes: zlib, LZMA-alone, lz4
+    # frames and joblib's old "ZF" files. The archive scanner picks the codec.
+    COMPRESSED = "compressed"
     TAR = "tar"
     SEVENZIP = "7z"
     GGUF = "gguf"
@@ -54,9 +57,16 @@ SNIFF_BYTES = 512
 # producer_name, domain, graph or opset_import.
 _ONNX_NEXT_FIELDS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x4A, 0x72})
 
-# First opcodes with which protocol 0 and 1 pickles usually start: MARK,
-# GLOBAL, INST, EMPTY_DICT, EMPTY_LIST, EMPTY_TUPLE and the scalar opcodes.
-_PROTO0_STARTS = frozenset(b"(cdi}])IJKLFSVNGTUXM")
+# Opcodes that CPython's unpickler runs on an empty stack, so a pickle
+# without a PROTO header can start with any of them: MARK, GLOBAL, the empty
+# containers and every opcode that pushes a constant, including the binary
+# ones of protocols 1 to 5 (the unpickler checks no protocol before running
+# an opcode). PROTO itself is handled apart. PERSID is left out: plain
+# pickle.load fails on it without a persistent_load.
+PICKLE_STARTS = frozenset(b"(c)]}NIJKLMFGSTUVXBC\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f\x95\x96")
+# DICT and INST need a MARK first, but text that starts with them is cheap to
+# rule out and has been sniffed as maybe-pickle since the first release.
+_MAYBE_PICKLE_STARTS = PICKLE_STARTS | frozenset(b"di")
 
 _PYTHON_SUFFIXES = (".py", ".pyw", ".pyi")
 
@@ -82,6 +92,8 @@ def sniff(head: bytes, size: int, name: str = "") -> Format:
         return Format.ZSTD
     if head[:6] == b"7z\xbc\xaf\x27\x1c":
         return Format.SEVENZIP
+    if _looks_like_joblib_compression(head):
+        return Format.COMPRESSED
     if len(head) >= 262 and head[257:262] == b"ustar":
         return Format.TAR
     if head[:4] == b"GGUF":
@@ -103,19 +115,52 @@ def sniff(head: bytes, size: int, name: str = "") -> Format:
     if head[:3] == b"\x08\x01\x12":
         # SavedModel: saved_model_schema_version 1, then meta_graphs.
         return Format.TF_SAVEDMODEL
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return Format.PICKLE
+    # A safetensors header length can start with the bytes of a PROTO
+    # opcode (640 is 0x80 0x02 ...), so the stricter structure goes first.
+    # The streaming pass also scans any file that could start a pickle.
     if _looks_like_safetensors(head, size):
         return Format.SAFETENSORS
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return Format.PICKLE
     if name.endswith(_PYTHON_SUFFIXES) or (head.startswith(b"#!") and b"python" in head):
         return Format.PYTHON
     if _looks_like_json(head):
         return Format.JSON_LINES if _looks_like_json_lines(head) else Format.JSON
-    if head[0] in _PROTO0_STARTS:
+    if head[0] in _MAYBE_PICKLE_STARTS or could_start_pickle(head):
+        # PROTO 0 and 1 are valid, and random binary data starts with the
+        # binary opcodes too: the pickle scanner decides.
         return Format.MAYBE_PICKLE
     if _looks_like_text(head):
         return Format.TEXT
     return Format.UNKNOWN
+
+
+def could_start_pickle(head: bytes) -> bool:
+    """Return whether CPython's unpickler would run the first opcode of ``head``.
+
+    A file whose bytes also form another format (a tar header, a GGUF or
+    bzip2 magic) can still be a pickle that pickle.load or torch.load runs.
+    """
+    if not head:
+        return False
+    if head[0] == 0x80:
+        return len(head) < 2 or head[1] <= 5
+    return head[0] in PICKLE_STARTS
+
+
+def _looks_like_joblib_compression(head: bytes) -> bool:
+    if head[:4] == b"\x04\x22\x4d\x18":  # lz4 frame
+        return True
+    if head[:4] == b"ZF0x":  # joblib before 0.10
+        return True
+    if head[:3] == b"\x5d\x00\x00":
+        # LZMA-alone. "]" is also EMPTY_LIST, but a pickle cannot continue
+        # with a zero byte, so no loadable pickle is taken for LZMA here.
+        return True
+    # zlib with the default 32 KiB window, as zlib.compress writes it at any
+    # level. Only 0x78 is accepted as the first byte: other window sizes
+    # start with bytes such as "(" that protocol 0 pickles also start with.
+    return head[:1] == b"\x78" and head[1:2] in (b"\x01", b"\x5e", b"\x9c", b"\xda")
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
@@ -129,6 +174,11 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
 def _looks_like_json(head: bytes) -> bool:
     # Neither "{" nor "[" is a pickle opcode, so this never hides a pickle.
     text = head.lstrip(b" \t\r\n\xef\xbb\xbf")
+    if not text:
+        # Whitespace fills the whole head of a longer file: json.load skips
+        # any amount of it, so the document may start further on. The JSON
+        # scanner decides.
+        return len(head) >= SNIFF_BYTES
     if text[:1] == b"[":
         # "[PAD]" starts a vocabulary file; a JSON array starts with a value.
         inner = text[1:].lstrip(b" \t\r\n")

@@ -8,6 +8,7 @@ threads because ``hashlib`` releases the GIL while it hashes large buffers.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -24,6 +25,7 @@ from attestgate.identify.formats import SNIFF_BYTES, Format, sniff
 from attestgate.identify.walk import Entry
 from attestgate.scanners import open_scanner
 from attestgate.scanners.interface import Limits, MiB, ScanContext, ScanResult
+from attestgate.scanners.pickle_scanner import with_pickle_probe
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,20 @@ def _special(entry: Entry) -> FileReport:
     return FileReport(entry.path, 0, "", Format.UNKNOWN, [finding], complete=False)
 
 
+def _replaced(entry: Entry) -> FileReport:
+    finding = Finding(
+        "identify.file-changed",
+        Severity.HIGH,
+        entry.path,
+        f"{entry.path} was replaced by another file between the listing of the "
+        "artifact and its reading, so it was not read",
+        "Admit the artifact again once nothing is writing to it; copy it into a "
+        "private intake directory first if other processes write there.",
+        check=CHECK,
+    )
+    return FileReport(entry.path, 0, "", Format.UNKNOWN, [finding], complete=False)
+
+
 def _changed(entry: Entry, before: os.stat_result, after: os.stat_result, read: int) -> Finding:
     return Finding(
         "identify.file-changed",
@@ -120,14 +136,20 @@ def process_file(
     """Hash and scan one file in a single pass."""
     try:
         # O_NONBLOCK keeps open() from waiting on a FIFO that replaced the
-        # file after the walk; regular files ignore the flag.
-        fd = os.open(entry.location, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # file after the walk; regular files ignore the flag. O_NOFOLLOW
+        # refuses a link that replaced it: the walk resolved links already.
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(entry.location, flags)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return _replaced(entry)
         return _unreadable(entry, exc)
     try:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
             return _special(entry)
+        if entry.identity is not None and entry.identity != (before.st_dev, before.st_ino):
+            return _replaced(entry)
         return _read_and_scan(fd, entry, before, limits, progress)
     except OSError as exc:
         return _unreadable(entry, exc)
@@ -153,7 +175,7 @@ def _read_and_scan(
     head = bytes(view[: min(n, SNIFF_BYTES)])
     fmt = sniff(head, before.st_size if n else 0, entry.path)
     ctx = ScanContext(file=entry.path, size=before.st_size, limits=limits)
-    scanner = open_scanner(fmt, ctx)
+    scanner = with_pickle_probe(open_scanner(fmt, ctx), fmt, head, ctx)
     timed_out = False
     while n:
         chunk = view[:n]
@@ -166,6 +188,10 @@ def _read_and_scan(
             timed_out = ctx.expired()
         if progress is not None:
             progress(n)
+        if total > before.st_size:
+            # The file grows while it is read: stop, or a writer that keeps
+            # appending would keep the pass reading forever.
+            break
         n = os.readv(fd, [view])
 
     findings: list[Finding] = []

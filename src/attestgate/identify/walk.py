@@ -37,6 +37,10 @@ class Entry:
 
     path: str  # relative, with "/" separators; the file name for a single file
     location: Path  # where to open it (the link target for a file symlink)
+    # The file the walk saw, so that the pass can refuse a file that another
+    # process swapped in (a link to a file outside the root, say) before it
+    # was opened. None when unknown.
+    identity: tuple[int, int] | None = None
 
 
 @dataclass
@@ -55,6 +59,33 @@ def _ignored(rel: str) -> bool:
     return any(part in DIGEST_IGNORED for part in parts) or rel in SIGNATURE_FILES
 
 
+def _display_name(name: str, where: str, result: WalkResult) -> str:
+    """Return ``name`` as text that every output can carry.
+
+    Names that are not UTF-8 reach Python as lone surrogates, which no JSON
+    writer or terminal accepts; they are shown with backslash escapes, and
+    reported because the escaped form may collide with a real name.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+        path = where + shown
+        result.findings.append(
+            _finding(
+                "identify.undecodable-name",
+                Severity.MEDIUM,
+                path,
+                f"the name of {path} is not valid UTF-8; it is shown with backslash "
+                "escapes, which another file's name may spell the same way",
+                "Rename the file with a UTF-8 name; model-signing and most tools "
+                "cannot record other names.",
+            )
+        )
+        return shown
+    return name
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -64,7 +95,9 @@ def walk(root: Path) -> WalkResult:
     result = WalkResult()
     st = root.stat()
     if stat.S_ISREG(st.st_mode):
-        result.entries.append(Entry(root.name, root))
+        location = Path(os.path.realpath(root))
+        name = _display_name(root.name, "", result)
+        result.entries.append(Entry(name, location, (st.st_dev, st.st_ino)))
         return result
     if not stat.S_ISDIR(st.st_mode):
         result.findings.append(
@@ -135,7 +168,7 @@ def _walk_dir(
         )
         return
     for child in children:
-        rel = prefix + child.name
+        rel = prefix + _display_name(child.name, prefix, result)
         if len(result.entries) + len(result.excluded) >= MAX_WALK_ENTRIES:
             result.findings.append(
                 _finding(
@@ -162,7 +195,8 @@ def _visit(
     result: WalkResult,
 ) -> None:
     try:
-        mode = child.stat(follow_symlinks=False).st_mode
+        st = child.stat(follow_symlinks=False)
+        mode = st.st_mode
     except OSError as exc:
         result.findings.append(
             _finding(
@@ -179,7 +213,7 @@ def _visit(
     elif stat.S_ISDIR(mode):
         _walk_dir(Path(child.path), rel + "/", real_root, visited, depth + 1, result)
     elif stat.S_ISREG(mode):
-        result.entries.append(Entry(rel, Path(child.path)))
+        result.entries.append(Entry(rel, Path(child.path), (st.st_dev, st.st_ino)))
     else:
         result.findings.append(
             _finding(
@@ -207,7 +241,8 @@ def _visit_link(child: os.DirEntry[str], rel: str, real_root: str, result: WalkR
         )
         return
     try:
-        target_mode = os.stat(target).st_mode
+        target_st = os.stat(target)
+        target_mode = target_st.st_mode
     except OSError:
         result.findings.append(
             _finding(
@@ -222,7 +257,7 @@ def _visit_link(child: os.DirEntry[str], rel: str, real_root: str, result: WalkR
     if stat.S_ISREG(target_mode):
         # Hashed under the link's own path, as model-signing does when it is
         # told to allow symbolic links.
-        result.entries.append(Entry(rel, Path(target)))
+        result.entries.append(Entry(rel, Path(target), (target_st.st_dev, target_st.st_ino)))
     elif stat.S_ISDIR(target_mode) and _inside(os.path.dirname(child.path), target):
         # The link points at a directory that contains it: following it
         # would walk forever.

@@ -47,6 +47,7 @@ _REGISTRY: dict[Format, str] = {
     Format.BZIP2: "attestgate.scanners.archive_scanner:ArchiveScanner",
     Format.XZ: "attestgate.scanners.archive_scanner:ArchiveScanner",
     Format.ZSTD: "attestgate.scanners.archive_scanner:ArchiveScanner",
+    Format.COMPRESSED: "attestgate.scanners.archive_scanner:ArchiveScanner",
     Format.TAR: "attestgate.scanners.archive_scanner:ArchiveScanner",
     Format.SEVENZIP: "attestgate.scanners.archive_scanner:ArchiveScanner",
     Format.PARQUET: "attestgate.scanners.dataset_scanner:DatasetScanner",
