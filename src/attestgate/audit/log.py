@@ -23,16 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 
 from attestgate.errors import StorageError, UsageError
+from attestgate.storage import DB_FILE, db_error, open_engine
 
 logger = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 HEAD_FILE = "audit.head"
-DB_FILE = "attestgate.db"
 
 metadata = sa.MetaData()
 audit_records = sa.Table(
@@ -50,10 +48,14 @@ audit_records = sa.Table(
 
 
 def canonical_json(value: Any) -> bytes:
-    """Serialize ``value`` the same way on every run, for hashing."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
+    """Serialize ``value`` the same way on every run, for hashing.
+
+    A lone surrogate (a file name that was not UTF-8) cannot be encoded as
+    UTF-8; it is written as its JSON escape, which reads back as the same
+    string.
+    """
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace")
 
 
 def record_hash(
@@ -110,31 +112,6 @@ class VerifyResult:
     problem: str = ""
 
 
-def _db_error(exc: sa.exc.SQLAlchemyError) -> str:
-    # The driver's own message, without SQLAlchemy's statement dump and link.
-    orig = getattr(exc, "orig", None)
-    return str(orig) if orig is not None else str(exc).split("\n", 1)[0]
-
-
-def _sqlite_engine(path: Path) -> Engine:
-    engine = sa.create_engine(f"sqlite:///{path}", future=True)
-
-    # pysqlite opens transactions lazily and as DEFERRED, which lets two
-    # writers read the same head and fork the chain. Take the write lock at
-    # BEGIN instead (the SQLAlchemy documentation's pysqlite recipe).
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        dbapi_connection.execute("PRAGMA busy_timeout = 30000")
-        dbapi_connection.execute("PRAGMA journal_mode = WAL")
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
 class AuditLog:
     """The audit log stored in a state directory (SQLite by default)."""
 
@@ -159,12 +136,12 @@ class AuditLog:
                 hint="pass a writable directory with --home or ATTESTGATE_HOME",
             ) from exc
         self.head_path = home / HEAD_FILE
-        self.engine = _sqlite_engine(home / DB_FILE)
+        self.engine = open_engine(home)
         try:
             metadata.create_all(self.engine)
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(
-                f"audit database in {home} could not be opened: {_db_error(exc)}",
+                f"audit database in {home} could not be opened: {db_error(exc)}",
                 hint="check that the directory is writable and the database is not corrupt",
             ) from exc
 
@@ -210,7 +187,7 @@ class AuditLog:
                 self._write_head(seq, digest)
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(
-                f"audit record could not be appended in {self.home}: {_db_error(exc)}",
+                f"audit record could not be appended in {self.home}: {db_error(exc)}",
                 hint="check free disk space and that no other program holds the database",
             ) from exc
         logger.debug("appended audit record %s (seq %d, kind %s)", record_id, seq, kind)
@@ -304,7 +281,7 @@ class AuditLog:
         try:
             result = self._verify_chain()
         except sa.exc.SQLAlchemyError as exc:
-            return VerifyResult(False, 0, None, f"the database cannot be read: {_db_error(exc)}")
+            return VerifyResult(False, 0, None, f"the database cannot be read: {db_error(exc)}")
         if result.ok and expect_head is not None:
             seq, digest = expect_head
             record = self.at(seq)
@@ -387,6 +364,16 @@ class AuditLog:
                     count + 1,
                     f"the log ends at record {count} but record {head_seq} was appended: "
                     "records were removed from the end",
+                )
+            if head_seq < count:
+                # append() writes the head before it commits, so the head is
+                # never behind the log it describes.
+                return VerifyResult(
+                    False,
+                    count,
+                    head_seq + 1,
+                    f"records {head_seq + 1} to {count} were added without updating the "
+                    f"head file {self.head_path}, so the gate did not append them",
                 )
             if head_seq and hash_at_head != head_hash:
                 return VerifyResult(
