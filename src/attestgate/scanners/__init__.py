@@ -71,6 +71,11 @@ _NAME_REGISTRY: tuple[tuple[str, str], ...] = (
     ("environment.yml", "attestgate.scanners.deps_scanner:LockFileScanner"),
     ("environment.yaml", "attestgate.scanners.deps_scanner:LockFileScanner"),
     ("*.jinja", "attestgate.scanners.chat_template:ChatTemplateFileScanner"),
+    # Protobuf does not fix field order, and loaders accept reordered files
+    # that the byte sniffing cannot recognise, so these names also route.
+    ("*.onnx", "attestgate.scanners.onnx_scanner:OnnxScanner"),
+    ("saved_model.pb", "attestgate.scanners.savedmodel_scanner:SavedModelScanner"),
+    ("keras_metadata.pb", "attestgate.scanners.savedmodel_scanner:KerasMetadataScanner"),
 )
 
 
