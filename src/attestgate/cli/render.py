@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Any
 
 from attestgate.audit import AuditRecord, VerifyResult
 
+# C0 and C1 controls, bidirectional overrides and lone surrogates.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
 _SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+def _join(lines: list[str]) -> str:
+    """Join report lines, escaping control characters inside each one.
+
+    File names, member names and pickle globals come from the artifact. A
+    newline or a terminal escape sequence in one of them would otherwise add
+    report lines, or erase the decision line, on the reader's screen.
+    """
+    return "\n".join(_UNPRINTABLE.sub(_escape, line) for line in lines)
 
 
 def _size(n: int) -> str:
@@ -19,35 +37,28 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def render_decision(record: dict[str, Any]) -> str:
-    """Render a decision record with its findings grouped by file."""
-    artifact = record["artifact"]
-    lines = [
+def _artifact_header(artifact: dict[str, Any]) -> list[str]:
+    return [
         f"artifact  {artifact['path']}",
         f"          {artifact['kind']}, {len(artifact['files'])} file(s), "
         f"{_size(artifact['size'])}",
         f"digest    sha256:{artifact['digest']['sha256']}",
+    ]
+
+
+def render_decision(record: dict[str, Any]) -> str:
+    """Render a decision record with its findings grouped by file."""
+    artifact = record["artifact"]
+    lines = [
+        *_artifact_header(artifact),
         f"stage     {record['stage']}",
         f"policy    {record['policy']['name']} from {record['policy']['source']} "
         f"(sha256:{record['policy']['digest']['sha256'][:16]}...)",
         "",
     ]
     formats = {f["path"]: f["format"] for f in artifact["files"]}
-    by_file: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for finding in record["findings"]:
-        by_file[finding["file"]].append(finding)
-    if not by_file:
-        lines.append("no findings")
-    for file in sorted(by_file):
-        base = file.split(":", 1)[0]
-        fmt = formats.get(base)
-        lines.append(f"{file}" + (f"  [{fmt}]" if fmt else ""))
-        for finding in sorted(by_file[file], key=lambda f: _SEVERITY_ORDER[f["severity"]]):
-            where = f" at byte {finding['offset']}" if "offset" in finding else ""
-            lines.append(f"  {finding['severity'].upper():<8} {finding['rule']}{where}")
-            lines.append(f"           {finding['message']}")
-            lines.append(f"           fix: {finding['remediation']}")
-        lines.append("")
+    lines.extend(render_findings_by_file(record["findings"], formats))
+    lines.append("")
     lines.append(f"decision  {record['decision'].upper()}")
     lines.append(f"          {record['summary']}")
     for reason in record["reasons"][:20]:
@@ -61,7 +72,7 @@ def render_decision(record: dict[str, Any]) -> str:
         )
     if "audit" in record:
         lines.append(f"record    {record['id']} (audit log entry {record['audit']['seq']})")
-    return "\n".join(lines)
+    return _join(lines)
 
 
 def render_audit_list(records: list[AuditRecord]) -> str:
@@ -76,7 +87,7 @@ def render_audit_list(records: list[AuditRecord]) -> str:
             f"{body.get('stage', '-'):<11} {r.artifact_digest or '-'}  "
             f"{body.get('artifact', {}).get('path', '')}"
         )
-    return "\n".join(lines)
+    return _join(lines)
 
 
 def render_verify(result: VerifyResult, where: str) -> str:
@@ -87,3 +98,42 @@ def render_verify(result: VerifyResult, where: str) -> str:
         f"audit log {where} FAILED verification{first}: {result.problem}\n"
         f"{result.records} record(s) before the break verified"
     )
+
+
+def render_findings_by_file(findings: list[dict[str, Any]], formats: dict[str, str]) -> list[str]:
+    """Render findings grouped by file, most severe first, with each remediation."""
+    by_file: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for finding in findings:
+        by_file[finding["file"]].append(finding)
+    if not by_file:
+        return ["no findings"]
+    lines: list[str] = []
+    for file in sorted(by_file):
+        fmt = formats.get(file.split(":", 1)[0])
+        lines.append(f"{file}" + (f"  [{fmt}]" if fmt else ""))
+        for finding in sorted(by_file[file], key=lambda f: _SEVERITY_ORDER[f["severity"]]):
+            where = f" at byte {finding['offset']}" if "offset" in finding else ""
+            lines.append(f"  {finding['severity'].upper():<8} {finding['rule']}{where}")
+            lines.append(f"           {finding['message']}")
+            lines.append(f"           fix: {finding['remediation']}")
+        lines.append("")
+    return lines[:-1]
+
+
+def render_scan(report: dict[str, Any]) -> str:
+    """Render a scan report: the artifact, its findings by file, and the result."""
+    artifact = report["artifact"]
+    lines = [*_artifact_header(artifact), ""]
+    formats = {f["path"]: f["format"] for f in artifact["files"]}
+    lines.extend(render_findings_by_file(report["findings"], formats))
+    lines.append("")
+    counts = ", ".join(f"{n} {label}" for label, n in report["counts"].items() if n)
+    lines.append(f"findings  {counts or 'none'}")
+    fail_on = report["fail_on"]
+    if report["failed"]:
+        lines.append(f"result    FAIL: findings at or above {fail_on}")
+    else:
+        lines.append(f"result    PASS: no finding at or above {fail_on}")
+    if not report["complete"]:
+        lines.append("          INCOMPLETE: a check failed on at least one file (see check.failed)")
+    return _join(lines)
