@@ -2,7 +2,11 @@
 
 ::
 
-    intake -> identify and scan (one pass) -> evidence -> policy -> audit record
+    intake -> identify and scan (one pass) -> evidence -> dynamic plug-ins -> policy
+           -> audit record
+
+The evidence step verifies signatures and claims given with ``evidence=`` or
+found beside the artifact; see :mod:`attestgate.evidence`.
 """
 
 from __future__ import annotations
@@ -10,18 +14,34 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from attestgate.audit import AuditLog, AuditRecord
+from attestgate.dynamic.runner import run_dynamic
 from attestgate.errors import UsageError
+from attestgate.evidence import EvidenceReport, TrustConfig, verify_evidence
+from attestgate.evidence.interface import VERSION as EVIDENCE_VERSION
 from attestgate.findings import Finding, Severity
 from attestgate.identify.stream import Progress, process_files, root_digest
 from attestgate.identify.walk import walk
-from attestgate.policy import STAGES, Decision, Policy, evaluate, load_default_policy
-from attestgate.record import ArtifactIdentity, build_record, check_runs
+from attestgate.intake import inspect_local, inspect_reference, is_reference
+from attestgate.policy import (
+    STAGES,
+    Decision,
+    Policy,
+    annotate_record,
+    evaluate,
+    load_default_policy,
+)
+from attestgate.policy.exceptions import load_exceptions
+from attestgate.policy.tiers import choose_tier
+from attestgate.policy.trust import trust_config
+from attestgate.record import ArtifactIdentity, CheckRun, build_record, check_runs
+from attestgate.reports.importers import import_reports, imported_checks, imported_findings
 from attestgate.scanners.interface import Limits
 
 logger = logging.getLogger(__name__)
@@ -62,6 +82,10 @@ def inspect(
             f"artifact path {path} does not exist", hint="check the path and try again"
         )
     limits = limits or Limits()
+    local = inspect_local(path, limits, progress, workers)
+    if local is not None:
+        # An image layout or archive, or a Hugging Face cache snapshot.
+        return Inspection(local.artifact, local.findings, local.timings)
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -111,24 +135,31 @@ def _artifact_findings(artifact: ArtifactIdentity) -> list[Finding]:
     return []
 
 
-def _evidence_findings(artifact: ArtifactIdentity) -> list[Finding]:
-    # Verifying signatures and attestations comes later; today every
-    # admission lacks verified provenance, and the policy decides what that means.
-    where = Path(artifact.path).name
-    return [
-        Finding(
-            "provenance.missing",
-            Severity.MEDIUM,
-            where,
-            f"no signed provenance binds the artifact digest sha256:{artifact.sha256} "
-            "to a trusted producer",
-            "Ask the producer for a signature over this exact artifact: an OpenSSF Model "
-            "Signing signature (`model_signing sign` writes model.sig into the model "
-            "directory) or an in-toto statement whose subject digest is "
-            f"sha256:{artifact.sha256}.",
-            check="evidence",
-        )
-    ]
+def _evidence(
+    inspection: Inspection,
+    policy: Policy,
+    evidence: Sequence[Path],
+    trust: TrustConfig | None,
+    discover_evidence: bool,
+    stage: str | None = None,
+    tier: str | None = None,
+) -> EvidenceReport:
+    """Verify the evidence for the inspected artifact under the combined trust configuration."""
+    combined = policy_trust(policy, stage, tier)
+    if trust is not None:
+        combined = combined.merge(trust)
+    return verify_evidence(
+        inspection.artifact,
+        inspection.findings,
+        evidence=evidence,
+        trust=combined,
+        discover=discover_evidence,
+    )
+
+
+def policy_trust(policy: Policy, stage: str | None = None, tier: str | None = None) -> TrustConfig:
+    """Return the signers the policy trusts: its ``trust`` mapping and the stage's signers."""
+    return trust_config(policy, stage, tier)
 
 
 def admit(
@@ -140,22 +171,108 @@ def admit(
     limits: Limits | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
+    evidence: Sequence[Path] = (),
+    trust: TrustConfig | None = None,
+    discover_evidence: bool = True,
+    dynamic: list[str] | None = None,
+    signal_files: list[Path] | None = None,
+    imported_reports: list[Path] | None = None,
+    tier: str | None = None,
+    labels_file: Path | None = None,
+    now: datetime | None = None,
 ) -> Admission:
-    """Admit ``path`` for ``stage`` and append the decision to the audit log in ``home``."""
+    """Admit ``path`` for ``stage`` and append the decision to the audit log in ``home``.
+
+    ``evidence`` lists evidence files in addition to those found beside the
+    artifact (unless ``discover_evidence`` is false); ``trust`` adds to the
+    trust configuration in the policy. ``dynamic`` names dynamic-evidence
+    plug-ins to run (``"sandbox"`` loads the artifact in an isolated child
+    process) in addition to those the policy selects, and ``signal_files``
+    lists Falco or Tetragon event files whose events become signals.
+
+    ``imported_reports`` lists reports from other scanners (ModelScan JSON,
+    SARIF 2.1.0, Trivy JSON) whose results join the findings; a report that
+    cannot be read raises :class:`~attestgate.reports.interface.ReportError`
+    before anything is scanned or recorded.
+
+    ``tier`` is the criticality tier (``low``, ``standard``, ``critical``);
+    without it, the artifact's label file (``labels_file``, or
+    ``NAME.labels.yaml`` beside the artifact) or the policy's default
+    decides. ``now`` is the time exceptions are judged at (default: the
+    current time).
+    """
     if stage not in STAGES:
         raise UsageError(f"unknown stage {stage!r}", hint=f"use one of: {', '.join(STAGES)}")
     policy = policy or load_default_policy()
+    tier_choice = choose_tier(
+        policy,
+        requested=tier,
+        artifact=None if is_reference(path) else path,
+        labels_file=labels_file,
+    )
+    imports = import_reports(imported_reports or [], artifact=path)
     audit = AuditLog(home)
     try:
-        inspection = inspect(path, limits=limits, progress=progress, workers=workers)
+        # An oci:// or hf:// reference is fetched into the state directory first.
+        remote = (
+            inspect_reference(path, home / "intake", stage, home=home, limits=limits)
+            if is_reference(path)
+            else None
+        )
+        target = remote.path if remote is not None else path
+        inspection = inspect(target, limits=limits, progress=progress, workers=workers)
+        if remote is not None:
+            remote.attach(inspection)
+            evidence = [*evidence, *remote.evidence]
         timings = inspection.timings
 
         t0 = time.perf_counter()
-        findings = inspection.findings + _evidence_findings(inspection.artifact)
+        report = _evidence(
+            inspection,
+            policy,
+            evidence,
+            trust,
+            discover_evidence,
+            stage=stage,
+            tier=tier_choice.name,
+        )
+        findings = inspection.findings + report.all_findings
         timings["evidence"] = time.perf_counter() - t0
+        checks = check_runs(inspection.artifact.files)
+        checks.append(
+            CheckRun("evidence", EVIDENCE_VERSION, len(report.pieces), timings["evidence"])
+        )
 
         t0 = time.perf_counter()
-        decision = evaluate(policy, stage, findings)
+        dynamic_report = run_dynamic(
+            inspection.artifact,
+            stage=stage,
+            plugins=dynamic or (),
+            signal_files=signal_files or (),
+            policy_document=policy.document,
+            tier=tier_choice.name,
+        )
+        findings = findings + dynamic_report.findings
+        checks.extend(dynamic_report.checks)
+        timings["dynamic"] = time.perf_counter() - t0
+        if imports:
+            findings = findings + imported_findings(imports)
+            checks.extend(imported_checks(imports))
+            timings["import"] = sum(imported.seconds for imported in imports)
+
+        t0 = time.perf_counter()
+        decision = evaluate(
+            policy,
+            stage,
+            findings,
+            tier=tier_choice,
+            evidence=report.to_json(),
+            artifact=inspection.artifact.to_json(),
+            exceptions=load_exceptions(
+                audit.engine, artifact_digest=f"sha256:{inspection.artifact.sha256}"
+            ),
+            now=now,
+        )
         timings["policy"] = time.perf_counter() - t0
 
         record_id = str(uuid.uuid4())
@@ -166,12 +283,18 @@ def admit(
             created_at=created_at,
             stage=stage,
             artifact=inspection.artifact,
-            findings=findings,
+            findings=findings + list(decision.policy_findings),
             decision=decision,
             policy=policy,
-            checks=check_runs(inspection.artifact.files),
+            checks=checks,
             timings=timings,
         )
+        record["evidence"] = report.to_json()
+        if dynamic_report.ran:
+            record["dynamic"] = dynamic_report.to_json()
+        if imports:
+            record["imports"] = [imported.to_json() for imported in imports]
+        annotate_record(record, decision)
         entry = audit.append(
             "decision",
             record,

@@ -147,7 +147,7 @@ def test_home_from_environment(model, tmp_path, monkeypatch):
 def test_policy_default_prints_yaml():
     code, out = run("policy", "default")
     assert code == 0
-    assert "apiVersion: attestgate/v1" in out
+    assert "apiVersion: attestgate/v2" in out
 
 
 def test_internal_error_exit_1(home, model, monkeypatch, capsys):

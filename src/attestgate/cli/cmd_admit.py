@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from attestgate.cli import common
+from attestgate.cli.trust_options import add_evidence_options, trust_from_args
 from attestgate.errors import UsageError
+from attestgate.intake.references import is_reference
 
 STAGES = ("training", "fine-tuning", "deployment")
 
@@ -27,7 +29,13 @@ def register(sub: Any) -> None:
         epilog=common.EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("path", type=Path, metavar="PATH", help="model file or directory")
+    parser.add_argument(
+        "path",
+        type=common.artifact_path,
+        metavar="PATH",
+        help="model file or directory, OCI image layout or `docker save` archive, Hugging Face "
+        "cache snapshot, or a reference: oci://HOST/NAME@sha256:DIGEST, hf://OWNER/NAME@COMMIT",
+    )
     parser.add_argument(
         "--stage",
         choices=STAGES,
@@ -40,8 +48,100 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help="policy file (default: the built-in policy; see `attestgate policy default`)",
     )
+    add_evidence_options(parser)
+    _add_dynamic_options(parser)
+    _add_import_option(parser)
+    _add_tier_and_vsa_options(parser)
+    parser.add_argument(
+        "--promote",
+        action="store_true",
+        help="act on the decision: copy an allowed artifact into the trusted store and a "
+        "quarantined one into the quarantine store (a block stores nothing)",
+    )
     common.add_home_option(parser)
     common.add_output_options(parser)
+
+
+def _add_dynamic_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dynamic",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also run the dynamic-evidence plug-in NAME (repeatable); `sandbox` loads the "
+        "artifact with its native loaders in an isolated, disposable child process",
+    )
+    parser.add_argument(
+        "--signals",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="attach runtime-monitor events recorded while the artifact was loaded elsewhere "
+        "(Falco JSON output or Tetragon JSON export, detected from the content; repeatable)",
+    )
+
+
+def _add_import_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--import-report",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="add the results of another scanner's report to the findings: ModelScan JSON, "
+        "SARIF 2.1.0 (Bandit, Semgrep, Trivy and others) or Trivy JSON, detected from the "
+        "content (repeatable)",
+    )
+
+
+def _add_tier_and_vsa_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tier",
+        choices=("low", "standard", "critical"),
+        help="criticality tier of the artifact (default: the attestgate.dev/tier label in "
+        "PATH.labels.yaml beside the artifact, else the policy's defaultTier)",
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        metavar="FILE",
+        help="artifact label file (default: PATH.labels.yaml beside the artifact, if present)",
+    )
+    parser.add_argument(
+        "--vsa-out",
+        type=Path,
+        metavar="FILE",
+        help="write a signed SLSA verification summary (DSSE envelope, one JSON line) of the "
+        "decision to FILE; needs --vsa-key",
+    )
+    parser.add_argument(
+        "--vsa-key",
+        type=Path,
+        metavar="KEY",
+        help="the gate's private key (PEM) that signs the verification summary; an encrypted "
+        "key reads its password from ATTESTGATE_KEY_PASSWORD",
+    )
+
+
+def _check_vsa_options(args: argparse.Namespace, path: Path) -> None:
+    if args.vsa_out is None and args.vsa_key is None:
+        return
+    if args.vsa_out is None or args.vsa_key is None:
+        raise UsageError(
+            "--vsa-out and --vsa-key go together",
+            hint="pass both to write a signed verification summary",
+        )
+    common.check_output(args.vsa_out, path)
+    from attestgate.evidence import EvidenceError
+    from attestgate.evidence.keys import load_private_key
+    from attestgate.evidence.produce import key_password
+
+    # Fail before anything is scanned or recorded, not after.
+    try:
+        load_private_key(args.vsa_key, key_password())
+    except EvidenceError as exc:
+        raise UsageError(exc.message, hint=exc.hint or "pass the gate's PEM private key") from exc
 
 
 class _Progress:
@@ -91,13 +191,16 @@ def run(args: argparse.Namespace, stdout: TextIO) -> int:
     from attestgate.policy import load_default_policy, load_policy
 
     path: Path = args.path
-    if not path.exists() and not path.is_symlink():
+    common.check_output(args.output, path)
+    if not path.exists() and not path.is_symlink() and not is_reference(path):
         raise UsageError(
             f"artifact path {path} does not exist",
             hint="pass the model file or directory to admit",
         )
     policy = load_policy(args.policy) if args.policy else load_default_policy()
     home = args.home or common.default_home()
+    trust = trust_from_args(args)
+    _check_vsa_options(args, path)
 
     progress = None
     if sys.stderr.isatty():
@@ -105,7 +208,21 @@ def run(args: argparse.Namespace, stdout: TextIO) -> int:
         if size >= PROGRESS_MIN_BYTES:
             progress = _Progress(size, sys.stderr)
     try:
-        admission = admit(path, stage=args.stage, policy=policy, home=home, progress=progress)
+        admission = admit(
+            path,
+            stage=args.stage,
+            policy=policy,
+            home=home,
+            progress=progress,
+            evidence=args.evidence,
+            trust=trust,
+            discover_evidence=not args.no_discover,
+            dynamic=args.dynamic,
+            signal_files=args.signals,
+            imported_reports=args.import_report,
+            tier=args.tier,
+            labels_file=args.labels,
+        )
     finally:
         if progress is not None:
             progress.finish()
@@ -113,6 +230,17 @@ def run(args: argparse.Namespace, stdout: TextIO) -> int:
     record = dict(admission.record)
     if admission.audit is not None:
         record["audit"] = {"seq": admission.audit.seq, "hash": admission.audit.hash}
+    if args.promote:
+        from attestgate.stores import act_on_admission
+
+        promotion = act_on_admission(home, admission.record)
+        record["promotion"] = promotion.to_json() if promotion is not None else None
+    if args.vsa_out is not None:
+        from attestgate.evidence.produce import write_atomically
+        from attestgate.policy.vsa import sign_vsa
+
+        write_atomically(args.vsa_out, sign_vsa(admission.record, args.vsa_key))
+        record["vsa"] = {"path": str(args.vsa_out)}
     text = common.dump_json(record) if args.format == "json" else render_decision(record)
     common.emit(text, args.output, stdout)
     return common.EXIT_FOR_ACTION[admission.action]

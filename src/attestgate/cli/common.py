@@ -17,17 +17,20 @@ EXIT_USAGE = 2
 EXIT_QUARANTINE = 3
 EXIT_BLOCK = 4
 EXIT_AUDIT_BROKEN = 5
+EXIT_FINDINGS = 6
 
 EXIT_FOR_ACTION = {"allow": EXIT_ALLOW, "quarantine": EXIT_QUARANTINE, "block": EXIT_BLOCK}
 
 EPILOG = """\
 exit status:
-  0  allow (admit), success (other commands)
+  0  allow (admit), success (other commands), no finding at or above --fail-on (scan)
   1  internal error: the gate could not finish; nothing was allowed
+     (scan: a check failed on a file, so the scan is incomplete)
   2  usage error, such as a path that does not exist
   3  quarantine
   4  block
   5  audit log verification failed
+  6  findings at or above --fail-on (scan)
 
 environment:
   ATTESTGATE_HOME       state directory (default: the per-user data directory)
@@ -124,6 +127,10 @@ def emit(text: str, output: Path | None, stdout: TextIO) -> None:
     """Write a report to ``output`` atomically, or to ``stdout``."""
     if not text.endswith("\n"):
         text += "\n"
+    # Names that were not UTF-8 reach Python as lone surrogates, which no
+    # UTF-8 stream accepts. Inside a JSON string the escape written here is
+    # the JSON escape of the same character.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if output is None:
         stdout.write(text)
         return

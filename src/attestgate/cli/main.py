@@ -11,12 +11,13 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 from typing import TextIO
 
 from attestgate._version import __version__
 from attestgate.cli.common import EPILOG, EXIT_INTERNAL, EXIT_USAGE
-from attestgate.errors import AttestgateError, UsageError
+from attestgate.errors import AttestgateError, ConfigurationError, UsageError
 
 logger = logging.getLogger("attestgate")
 
@@ -26,6 +27,14 @@ COMMANDS = {
     "admit": "cmd_admit",
     "audit": "cmd_audit",
     "policy": "cmd_policy",
+    "verify": "cmd_verify",
+    "sign": "cmd_sign",
+    "attest": "cmd_attest",
+    "scan": "cmd_scan",
+    "quarantine": "cmd_quarantine",
+    "serve": "cmd_serve",
+    "exceptions": "cmd_exceptions",
+    "deploy-profile": "cmd_deploy_profile",
 }
 
 
@@ -51,6 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _EscapingFormatter(logging.Formatter):
+    """Escapes control characters in log messages, which quote file and member names.
+
+    A name with a newline would otherwise forge a line of a CI log. Tracebacks
+    are appended after the message and keep their line breaks.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _UNPRINTABLE.sub(_escape, record.message)
+        return super().formatMessage(record)
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+# C0 and C1 controls, bidirectional overrides and lone surrogates.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
 def _configure_logging(verbose: int) -> None:
     level_name = os.environ.get("ATTESTGATE_LOG_LEVEL", "").upper()
     level = getattr(logging, level_name, None) if level_name else None
@@ -61,7 +90,7 @@ def _configure_logging(verbose: int) -> None:
     elif verbose >= 2:
         level = logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("attestgate: %(levelname)s: %(name)s: %(message)s"))
+    handler.setFormatter(_EscapingFormatter("attestgate: %(levelname)s: %(name)s: %(message)s"))
     root = logging.getLogger("attestgate")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -81,7 +110,8 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
         module = importlib.import_module(f"attestgate.cli.{COMMANDS[args.command]}")
         code: int = module.run(args, stdout)
         return code
-    except UsageError as exc:
+    except (UsageError, ConfigurationError) as exc:
+        # A bad path, option or policy file is the caller's to fix.
         print(f"attestgate: error: {exc.render()}", file=sys.stderr)
         return EXIT_USAGE
     except AttestgateError as exc:

@@ -80,6 +80,16 @@ def sniff(head: bytes, size: int, name: str = "") -> Format:
     """
     if size == 0:
         return Format.EMPTY
+    if not head:
+        # A stream that declared bytes but delivered none (a truncated member).
+        return Format.UNKNOWN
+    # A safetensors header length is any number, so its first bytes can be a
+    # short magic: 376 starts with the zlib bytes 0x78 0x01 and 640 with
+    # PROTO 2. The length must also fit the file and be followed by "{", which
+    # no other format's first bytes do, so this structure is tested first.
+    # The streaming pass also scans any file that could start a pickle.
+    if _looks_like_safetensors(head, size):
+        return Format.SAFETENSORS
     if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":
         return Format.ZIP
     if head[:2] == b"\x1f\x8b":
@@ -115,11 +125,6 @@ def sniff(head: bytes, size: int, name: str = "") -> Format:
     if head[:3] == b"\x08\x01\x12":
         # SavedModel: saved_model_schema_version 1, then meta_graphs.
         return Format.TF_SAVEDMODEL
-    # A safetensors header length can start with the bytes of a PROTO
-    # opcode (640 is 0x80 0x02 ...), so the stricter structure goes first.
-    # The streaming pass also scans any file that could start a pickle.
-    if _looks_like_safetensors(head, size):
-        return Format.SAFETENSORS
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return Format.PICKLE
     if name.endswith(_PYTHON_SUFFIXES) or (head.startswith(b"#!") and b"python" in head):

@@ -23,13 +23,25 @@ from attestgate.findings import CHECK_FAILED, Finding, Severity
 from attestgate.identify.extensions import check_extension
 from attestgate.identify.formats import SNIFF_BYTES, Format, sniff
 from attestgate.identify.walk import Entry
-from attestgate.scanners import open_scanner
+from attestgate.scanners import GuardedScanner, open_scanner
 from attestgate.scanners.interface import Limits, MiB, ScanContext, ScanResult
 from attestgate.scanners.pickle_scanner import with_pickle_probe
+from attestgate.scanners.zip_scanner import AppendedZipScanner
 
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 4 * MiB
+_ARCHIVES = frozenset(
+    {
+        Format.ZIP,
+        Format.TAR,
+        Format.GZIP,
+        Format.BZIP2,
+        Format.XZ,
+        Format.ZSTD,
+        Format.SEVENZIP,
+    }
+)
 CHECK = "identify"
 
 Progress = Callable[[int], None]
@@ -176,11 +188,15 @@ def _read_and_scan(
     fmt = sniff(head, before.st_size if n else 0, entry.path)
     ctx = ScanContext(file=entry.path, size=before.st_size, limits=limits)
     scanner = with_pickle_probe(open_scanner(fmt, ctx), fmt, head, ctx)
+    # Archives and compressed streams are unpacked by their own scanners.
+    appended = None if fmt in _ARCHIVES else GuardedScanner(AppendedZipScanner(ctx, fmt), ctx)
     timed_out = False
     while n:
         chunk = view[:n]
         hasher.update(chunk)
         total += n
+        if appended is not None:
+            appended.feed(chunk)
         if scanner is not None and not timed_out:
             t0 = time.perf_counter()
             scanner.feed(chunk)
@@ -206,6 +222,8 @@ def _read_and_scan(
         scan_seconds += time.perf_counter() - t0
         if not _same_file_state(before, os.fstat(fd)) and not findings:
             findings.append(_changed(entry, before, os.fstat(fd), total))
+    if appended is not None:
+        result.findings.extend(appended.close(_reader(fd, total)).findings)
     if timed_out:
         findings.append(
             Finding(

@@ -1,193 +1,304 @@
-"""Load a policy document and map findings to a decision."""
+"""Evaluate a policy: map findings and evidence to one decision, with every reason."""
 
 from __future__ import annotations
 
-import enum
-import hashlib
-import json
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import PurePath
 from typing import Any
 
-import yaml
-
-from attestgate._jsonschema import jsonschema
 from attestgate.errors import PolicyError
-from attestgate.findings import CHECK_FAILED, Finding, Severity
+from attestgate.findings import Finding, Severity
+from attestgate.policy import catalogue
+from attestgate.policy.deployment import check_deployment
+from attestgate.policy.exceptions import PolicyException, apply_exceptions
+from attestgate.policy.facts import PolicyFact, policy_finding, summarize_evidence
+from attestgate.policy.format_rules import check_formats
+from attestgate.policy.loader import (
+    MAX_POLICY_BYTES,
+    default_policy_bytes,
+    load_default_policy,
+    load_policy,
+    parse_policy,
+)
+from attestgate.policy.model import (
+    AUDIT,
+    BY_CUSTOM,
+    BY_OUTCOME,
+    BY_RULE,
+    BY_SEVERITY,
+    STAGES,
+    TIERS,
+    Action,
+    Decision,
+    DocPath,
+    Policy,
+    Reason,
+    TierChoice,
+    format_path,
+)
+from attestgate.policy.profile import Profile, effective_profile
+from attestgate.policy.requirements import check_requirements
 
-STAGES = ("training", "fine-tuning", "deployment")
-MAX_POLICY_BYTES = 1024 * 1024
+__all__ = [
+    "MAX_POLICY_BYTES",
+    "STAGES",
+    "Action",
+    "Decision",
+    "Policy",
+    "Reason",
+    "default_policy_bytes",
+    "evaluate",
+    "load_default_policy",
+    "load_policy",
+    "parse_policy",
+]
 
-
-class Action(enum.IntEnum):
-    """What the policy does with an artifact, ordered from least to most strict."""
-
-    ALLOW = 0
-    QUARANTINE = 1
-    BLOCK = 2
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
-@dataclass(frozen=True)
-class Reason:
-    """One finding that moved the decision away from allow, and the policy line that did it."""
-
-    rule: str
-    severity: Severity
-    file: str
-    action: Action
-    policy_path: str
-    message: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "severity": self.severity.label,
-            "file": self.file,
-            "action": self.action.label,
-            "policy_path": self.policy_path,
-            "message": self.message,
-        }
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: Action
-    reasons: tuple[Reason, ...]
-    summary: str
-
-
-@dataclass(frozen=True)
-class Policy:
-    """A validated policy document and the digest of its source bytes."""
-
-    name: str
-    source: str
-    sha256: str
-    document: dict[str, Any]
-
-    def stage(self, stage: str) -> dict[str, Any]:
-        if stage not in STAGES:
-            raise PolicyError(
-                f"unknown stage {stage!r}",
-                hint=f"use one of: {', '.join(STAGES)}",
-            )
-        section: dict[str, Any] = self.document["stages"][stage]
-        return section
+logger = logging.getLogger(__name__)
 
 
-def _schema() -> dict[str, Any]:
-    text = resources.files("attestgate.schemas").joinpath("policy.v1.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
+def _reason(
+    policy: Policy,
+    finding: Finding,
+    action: Action,
+    path: DocPath,
+    source: str,
+) -> Reason:
+    return Reason(
+        finding.rule,
+        finding.severity,
+        finding.file,
+        action,
+        format_path(path),
+        finding.message,
+        source,
+        policy.line(path),
+        finding.remediation,
+    )
 
 
-def _field_path(error: jsonschema.ValidationError) -> str:
-    parts = [str(p) for p in error.absolute_path]
-    return ".".join(parts) or "(top level)"
+def map_finding(policy: Policy, profile: Profile, finding: Finding) -> Reason | None:
+    """Map one finding: the rules table, then its category's outcome, then its severity.
 
-
-def parse_policy(data: bytes, source: str) -> Policy:
-    """Parse and validate a policy document from its bytes."""
-    if len(data) > MAX_POLICY_BYTES:
-        raise PolicyError(
-            f"policy {source} is {len(data)} bytes, more than the {MAX_POLICY_BYTES} allowed"
-        )
-    try:
-        document = yaml.safe_load(data)
-    except yaml.YAMLError as exc:
-        raise PolicyError(
-            f"policy {source} is not valid YAML: {exc}",
-            hint="fix the syntax at the line and column shown",
-        ) from exc
-    if not isinstance(document, dict):
-        raise PolicyError(f"policy {source} must be a YAML mapping at the top level")
-    validator = jsonschema.Draft202012Validator(_schema())
-    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"  {_field_path(e)}: {e.message}" for e in errors[:20]]
-        raise PolicyError(
-            f"policy {source} is invalid:\n" + "\n".join(lines),
-            hint="`attestgate policy default` prints a valid policy to start from",
-        )
-    for stage in STAGES:
-        rules = document["stages"][stage].get("rules", {})
-        if rules.get(CHECK_FAILED) == "allow":
-            raise PolicyError(
-                f"policy {source}: stages.{stage}.rules.{CHECK_FAILED} is allow, "
-                "which would let an artifact through when a check crashes",
-                hint="map check.failed to quarantine or block",
-            )
-    name = str(document.get("metadata", {}).get("name", source))
-    return Policy(name, source, hashlib.sha256(data).hexdigest(), document)
-
-
-def load_policy(path: Path) -> Policy:
-    """Load and validate the policy file at ``path``."""
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_POLICY_BYTES + 1)
-    except OSError as exc:
-        raise PolicyError(
-            f"policy file {path} could not be read: {exc.strerror or exc}",
-            hint="check the --policy path",
-        ) from exc
-    return parse_policy(data, str(path))
-
-
-def default_policy_bytes() -> bytes:
-    return resources.files("attestgate.policy").joinpath("default.yaml").read_bytes()
-
-
-def load_default_policy() -> Policy:
-    return parse_policy(default_policy_bytes(), "builtin:default")
-
-
-def evaluate(policy: Policy, stage: str, findings: list[Finding]) -> Decision:
-    """Map every finding to an action and return the strictest, with its reasons."""
-    section = policy.stage(stage)
-    severities: dict[str, str] = section["severities"]
-    rules: dict[str, str] = section.get("rules", {})
-    reasons: list[Reason] = []
-    action = Action.ALLOW
-    for finding in findings:
-        if finding.rule in rules:
-            finding_action = Action[rules[finding.rule].upper()]
-            path = f"stages.{stage}.rules[{finding.rule}]"
-        else:
-            finding_action = Action[severities[finding.severity.label].upper()]
-            path = f"stages.{stage}.severities.{finding.severity.label}"
-        if finding.rule == CHECK_FAILED:
-            # Enforced here as well as on load: a failed check never allows.
-            finding_action = max(finding_action, Action.QUARANTINE)
-        if finding_action is Action.ALLOW:
-            continue
-        action = max(action, finding_action)
-        reasons.append(
-            Reason(
-                finding.rule,
-                finding.severity,
-                finding.file,
-                finding_action,
-                path,
-                finding.message,
-            )
-        )
-    reasons.sort(key=lambda r: (-r.action, -r.severity, r.rule, r.file))
-    if action is Action.ALLOW:
-        summary = (
-            f"no finding maps to quarantine or block under policy {policy.name} for stage {stage}"
-        )
+    A check-error rule never maps below quarantine, whatever the policy
+    says, so a check that failed to run never lets an artifact through.
+    Returns None when the finding maps to allow.
+    """
+    category = catalogue.category(finding.rule)
+    ruled = profile.rule_action(finding.rule)
+    if ruled is not None:
+        action, path = ruled
+        source = BY_RULE
     else:
-        worst = [r for r in reasons if r.action is action]
-        rules_hit = sorted({r.rule for r in worst})
-        summary = (
-            f"{action.label}: {len(worst)} finding(s) map to {action.label} "
-            f"under policy {policy.name} for stage {stage} ({', '.join(rules_hit[:5])}"
-            f"{', ...' if len(rules_hit) > 5 else ''})"
+        outcome = profile.outcome(category)
+        info_signal = category == catalogue.DYNAMIC_SIGNAL and finding.severity is Severity.INFO
+        if outcome is not None and not info_signal:
+            action, path, source = Action.parse(outcome.value), outcome.path, BY_OUTCOME
+        else:
+            action, path = profile.severity_action(finding.severity.label)
+            source = BY_SEVERITY
+    if category == catalogue.CHECK_ERROR:
+        action = max(action, Action.QUARANTINE)
+    if action is Action.ALLOW:
+        return None
+    return _reason(policy, finding, action, path, source)
+
+
+def _map_fact(policy: Policy, profile: Profile, fact: PolicyFact) -> Reason | None:
+    if fact.action is None:
+        mapped = map_finding(policy, profile, fact.finding)
+        if mapped is None:
+            return None
+        return replace(
+            mapped,
+            policy_path=format_path(fact.path),
+            source=fact.source,
+            line=policy.line(fact.path),
+            mapped_by=mapped.policy_path,
         )
-    return Decision(action, tuple(reasons), summary)
+    action = Action.parse(fact.action)
+    if action is Action.ALLOW:
+        return None
+    return _reason(policy, fact.finding, action, fact.path, fact.source)
+
+
+def _tier_choice(policy: Policy, tier: TierChoice | str | None) -> TierChoice:
+    if isinstance(tier, TierChoice):
+        choice = tier
+    elif tier is not None:
+        choice = TierChoice(tier, "option")
+    else:
+        choice = TierChoice(policy.default_tier, "policy")
+    if choice.name not in TIERS:
+        raise PolicyError(f"unknown tier {choice.name!r}", hint=f"use one of: {', '.join(TIERS)}")
+    return choice
+
+
+def _custom_facts(
+    profile: Profile, inputs: Mapping[str, Any], where: str
+) -> tuple[list[PolicyFact], list[dict[str, Any]]]:
+    from attestgate.policy.cel_rules import CelRuleError, compile_expression, evaluate_expression
+
+    facts: list[PolicyFact] = []
+    results: list[dict[str, Any]] = []
+    for setting in profile.custom:
+        rule = setting.value
+        rule_id = str(rule["id"])
+        try:
+            fired = evaluate_expression(compile_expression(str(rule["expression"])), inputs)
+        except CelRuleError as exc:
+            logger.warning("custom rule %s failed: %s", rule_id, exc)
+            results.append({"id": rule_id, "result": "error", "error": str(exc)})
+            finding = policy_finding(
+                catalogue.CUSTOM_RULE_ERROR,
+                Severity.HIGH,
+                where,
+                f"custom rule {rule_id} could not be evaluated: {exc}",
+                "Fix the rule's expression in the policy (guard optional fields with has(), and "
+                "check values for null), then admit the artifact again.",
+                custom_rule=rule_id,
+            )
+            facts.append(PolicyFact(finding, (*setting.path, "expression"), BY_CUSTOM))
+            continue
+        results.append({"id": rule_id, "result": fired})
+        if not fired:
+            continue
+        message = str(rule.get("message") or f"custom rule {rule_id} matched: {rule['expression']}")
+        remediation = str(
+            rule.get("remediation")
+            or "Ask the policy owners what this custom rule guards against and how to meet it."
+        )
+        severity = Severity.parse(str(rule.get("severity", "medium")))
+        finding = policy_finding(rule_id, severity, where, message, remediation)
+        facts.append(PolicyFact(finding, setting.path, BY_CUSTOM, str(rule["action"])))
+    return facts, results
+
+
+def _summary(
+    policy: Policy,
+    stage: str,
+    tier: str,
+    decided: Action,
+    reasons: Sequence[Reason],
+    waived: int,
+    mode: str,
+) -> str:
+    scope = f"under policy {policy.name} for stage {stage} (tier {tier})"
+    if decided is Action.ALLOW:
+        text = f"no finding maps to quarantine or block {scope}"
+    else:
+        worst = [r for r in reasons if r.action is decided]
+        rules_hit = sorted({r.rule for r in worst})
+        more = ", ..." if len(rules_hit) > 5 else ""
+        text = (
+            f"{decided.label}: {len(worst)} finding(s) map to {decided.label} {scope} "
+            f"({', '.join(rules_hit[:5])}{more})"
+        )
+    if waived:
+        text += f"; {waived} reason(s) waived by exceptions"
+    if mode == AUDIT and decided is not Action.ALLOW:
+        text = f"audit mode, reported as allow; the policy decided {text}"
+    return text
+
+
+def evaluate(
+    policy: Policy,
+    stage: str,
+    findings: Sequence[Finding],
+    *,
+    tier: TierChoice | str | None = None,
+    evidence: Mapping[str, Any] | None = None,
+    artifact: Mapping[str, Any] | None = None,
+    exceptions: Sequence[PolicyException] = (),
+    now: datetime | None = None,
+) -> Decision:
+    """Decide one admission.
+
+    1. Take the settings of ``stage`` with ``tier``'s overrides.
+    2. Map every finding through the rules table, the outcomes and the severities.
+    3. Check the evidence requirements, the formats and the deployment limits
+       against the record's ``evidence`` and ``artifact`` sections.
+    4. Run the custom rules.
+    5. Waive the reasons that the artifact's active exceptions cover.
+    6. Take the strictest remaining action; audit mode reports it as allow.
+    """
+    if stage not in STAGES:
+        raise PolicyError(f"unknown stage {stage!r}", hint=f"use one of: {', '.join(STAGES)}")
+    choice = _tier_choice(policy, tier)
+    profile = effective_profile(policy.document, stage, choice.name)
+    path = str((artifact or {}).get("path", "")) or "artifact"
+    where = PurePath(path).name or path
+    digest = str(((artifact or {}).get("digest") or {}).get("sha256", ""))
+
+    reasons = [r for f in findings if (r := map_finding(policy, profile, f)) is not None]
+
+    slsa = profile.require.get("slsa")
+    builders = (slsa.value or {}).get("builders", []) if slsa is not None else []
+    summary = summarize_evidence(evidence, builders)
+    facts = check_requirements(profile, summary, where, digest)
+    facts.extend(check_formats(profile, artifact, summary.signed))
+    deployment = check_deployment(profile, evidence, where)
+    facts.extend(deployment.facts)
+    custom_results: list[dict[str, Any]] = []
+    if profile.custom:
+        from attestgate.policy.cel_rules import build_inputs
+
+        inputs = build_inputs(
+            stage=stage,
+            tier=choice.name,
+            artifact=artifact,
+            labels=choice.labels,
+            summary=summary.to_json(),
+            evidence=evidence,
+            findings=findings,
+            deployment=deployment.declared.to_json() if deployment.declared else None,
+        )
+        custom, custom_results = _custom_facts(profile, inputs, where)
+        facts.extend(custom)
+    reasons.extend(r for fact in facts if (r := _map_fact(policy, profile, fact)) is not None)
+
+    moment = now or datetime.now(UTC)
+    outcome = apply_exceptions(reasons, exceptions, policy.document.get("exceptions") or {}, moment)
+    effective = sorted(outcome.effective, key=lambda r: (-r.action, -r.severity, r.rule, r.file))
+    decided = max((r.action for r in effective), default=Action.ALLOW)
+    mode = policy.mode
+    reported = Action.ALLOW if mode == AUDIT else decided
+    waived_rules = outcome.waived_rules
+
+    evaluation: dict[str, Any] = {
+        "api_version": policy.api_version,
+        "tier": choice.to_json(),
+        "enforcement": {"mode": mode, "decision": decided.label, "reported": reported.label},
+        "evidence": summary.to_json(),
+        "requirements": {key: s.value for key, s in profile.require.items()},
+        "deployment": deployment.to_json(waived=catalogue.DEPLOYMENT_LIMIT in waived_rules),
+        "exceptions": {
+            **outcome.report,
+            "waived": [{**r.to_json(), "exception": eid} for r, eid in outcome.waived],
+        },
+    }
+    if custom_results:
+        evaluation["custom"] = custom_results
+    return Decision(
+        action=reported,
+        reasons=tuple(effective),
+        summary=_summary(policy, stage, choice.name, decided, effective, len(outcome.waived), mode),
+        policy_action=decided,
+        mode=mode,
+        waived=tuple(outcome.waived),
+        evaluation=evaluation,
+        policy_findings=tuple(fact.finding for fact in facts),
+    )
+
+
+def annotate_record(record: dict[str, Any], decision: Decision) -> None:
+    """Add the policy's evaluation to a decision record and mark the waived findings."""
+    if decision.evaluation:
+        record["evaluation"] = decision.evaluation
+    waived = {reason.rule: exception_id for reason, exception_id in decision.waived}
+    for finding in record.get("findings", []):
+        exception_id = waived.get(finding.get("rule", ""))
+        if exception_id:
+            finding["waived"] = {"exception": exception_id}

@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from attestgate.findings import Finding, Severity
+from attestgate.scanners import base_name
 from attestgate.scanners.chat_template import analyze_chat_template
 from attestgate.scanners.interface import ReadAt, Scanner, ScanResult
 
@@ -29,17 +30,50 @@ MAX_LISTED = 50
 MAX_NAMED_TEMPLATES = 64
 
 
+# Files that transformers reads for auto_map and custom_pipelines. None of
+# them comes near the JSON size limit unless it was padded on purpose.
+_CONFIG_NAMES = frozenset(
+    {
+        "config.json",
+        "tokenizer_config.json",
+        "processor_config.json",
+        "preprocessor_config.json",
+        "feature_extractor_config.json",
+        "image_processor_config.json",
+        "video_preprocessor_config.json",
+        "generation_config.json",
+        "adapter_config.json",
+        "chat_template.json",
+    }
+)
+
+
 def _auto_map_targets(value: Any) -> list[str]:
+    # Iterative: a deeply nested value must not exhaust the stack, which
+    # would turn this file's findings into a check failure.
     targets: list[str] = []
-    if isinstance(value, dict):
-        for item in value.values():
-            targets.extend(_auto_map_targets(item))
-    elif isinstance(value, list):
-        for item in value:
-            targets.extend(_auto_map_targets(item))
-    elif isinstance(value, str):
-        targets.append(value)
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            pending.extend(reversed(item))
+        elif isinstance(item, str):
+            targets.append(item)
     return targets
+
+
+def _custom_pipeline_targets(value: Any) -> list[str]:
+    # custom_pipelines maps a task to {"impl": "module.Class", "pt": [...], ...};
+    # pipeline() imports "impl" with trust_remote_code=True.
+    if not isinstance(value, dict):
+        return []
+    return [
+        task["impl"]
+        for task in value.values()
+        if isinstance(task, dict) and isinstance(task.get("impl"), str)
+    ]
 
 
 class JsonConfigScanner(Scanner):
@@ -61,24 +95,50 @@ class JsonConfigScanner(Scanner):
         if self._size > self.ctx.limits.max_json_bytes:
             # Large JSON files are data (tokenizer vocabularies, datasets);
             # configuration that loaders act on is small.
-            return ScanResult(facts={"json": "not parsed: larger than the JSON limit"})
+            facts = {"json": "not parsed: larger than the JSON limit"}
+            if base_name(self.ctx.file) not in _CONFIG_NAMES:
+                return ScanResult(facts=facts)
+            return ScanResult(
+                findings=[
+                    self._unparsed(
+                        f"is {self._size} bytes, over the limit of {self.ctx.limits.max_json_bytes}"
+                    )
+                ],
+                facts=facts,
+            )
         try:
             document = json.loads(b"".join(self._parts))
-        except (ValueError, RecursionError):
+        except RecursionError:
+            # transformers, running with a shallower stack, may parse what
+            # the gate cannot, so the file is not simply invalid.
+            return ScanResult(
+                findings=[self._unparsed("nests too deeply to parse")],
+                facts={"json": "too deeply nested"},
+            )
+        except ValueError:
             return ScanResult(facts={"json": "not valid JSON"})
         if not isinstance(document, dict):
             return ScanResult()
         findings = []
         auto_map = document.get("auto_map")
-        if auto_map is not None:
-            targets = _auto_map_targets(auto_map)
+        custom_pipelines = _custom_pipeline_targets(document.get("custom_pipelines"))
+        if auto_map is not None or custom_pipelines:
+            targets = _auto_map_targets(auto_map) + custom_pipelines
+            keys = " and ".join(
+                key
+                for key, present in (
+                    ("auto_map", auto_map is not None),
+                    ("custom_pipelines", custom_pipelines),
+                )
+                if present
+            )
             remote = [t for t in targets if _REMOTE_REFERENCE.match(t)]
             if remote:
                 findings.append(
                     self.finding(
                         "hf.auto-map-remote",
                         Severity.HIGH,
-                        f"auto_map names code in another repository ({', '.join(remote[:5])}); "
+                        f"{keys} names code in another repository ({', '.join(remote[:5])}); "
                         "loading with trust_remote_code=True downloads and runs it",
                         "Do not load this model with trust_remote_code=True. Vendor the "
                         "referenced code into a reviewed repository, or use a model whose "
@@ -90,10 +150,11 @@ class JsonConfigScanner(Scanner):
                 self.finding(
                     "hf.auto-map",
                     Severity.MEDIUM,
-                    f"auto_map maps model classes to custom code ({', '.join(targets[:5])}); "
-                    "loaders run that code when trust_remote_code=True",
-                    "Review the Python modules that auto_map names before admitting, or use "
-                    "an architecture that ships in the transformers library and remove auto_map.",
+                    f"{keys} maps model classes or pipelines to custom code "
+                    f"({', '.join(targets[:5])}); loaders run that code when "
+                    "trust_remote_code=True",
+                    f"Review the Python modules that {keys} names before admitting, or use "
+                    f"an architecture that ships in the transformers library and remove {keys}.",
                     targets=targets[:MAX_LISTED],
                 )
             )
@@ -146,6 +207,16 @@ class JsonConfigScanner(Scanner):
             "named chat templates, so this many deserves a close look.",
             file=location,
             skipped=skipped,
+        )
+
+    def _unparsed(self, problem: str) -> Finding:
+        return self.finding(
+            "hf.config-unparsed",
+            Severity.MEDIUM,
+            f"the JSON file {problem}, so the gate could not check it for auto_map, "
+            "custom_pipelines or trust_remote_code, which transformers acts on",
+            "Have a reviewer read the file, or replace it with the producer's "
+            "unpadded original and admit the artifact again.",
         )
 
     def _invalid_template(self, location: str, problem: str) -> Finding:

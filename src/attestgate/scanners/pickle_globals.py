@@ -39,6 +39,9 @@ class Classification:
 
     kind: Kind
     reason: str = ""
+    # Importing the module alone runs a program, so a pickle that only
+    # names the global has already run code when the name is resolved.
+    on_import: bool = False
 
 
 def _expand(prefix: str, names: Iterable[str]) -> set[str]:
@@ -245,11 +248,20 @@ _CRITICAL_GROUPS: tuple[tuple[str, str], ...] = (
     (
         "runs processes or reaches the operating system",
         "os posix nt posixpath ntpath subprocess _posixsubprocess _winapi pty "
-        "commands popen2 shutil signal multiprocessing sys ctypes",
+        "commands popen2 shutil signal multiprocessing _multiprocessing sys ctypes",
     ),
     (
         "imports modules or compiles and runs Python code",
-        "runpy importlib imp code codeop types pdb bdb timeit trace profile cProfile pydoc",
+        "runpy importlib imp _imp _frozen_importlib _frozen_importlib_external zipimport "
+        "code codeop types pdb bdb timeit trace profile cProfile pydoc",
+    ),
+    (
+        "opens, creates or overwrites files by name",
+        "io.open _io.open io.open_code _io.open_code io.FileIO _io.FileIO codecs.open",
+    ),
+    (
+        "loads native code into the process",
+        "_ctypes",
     ),
     (
         "deserializes a nested payload that is not scanned",
@@ -261,7 +273,7 @@ _CRITICAL_GROUPS: tuple[tuple[str, str], ...] = (
     ),
     (
         "opens network connections or a browser",
-        "socket urllib urllib2 http httplib ftplib smtplib telnetlib requests "
+        "socket _socket urllib urllib2 http httplib ftplib smtplib telnetlib requests "
         "asyncio webbrowser xmlrpc",
     ),
     (
@@ -278,7 +290,8 @@ _CRITICAL_GROUPS: tuple[tuple[str, str], ...] = (
     ),
     (
         "calls or fetches attributes of other objects chosen by the pickle",
-        "operator.attrgetter operator.methodcaller operator.itemgetter functools.partial",
+        "operator.attrgetter operator.methodcaller operator.itemgetter functools.partial "
+        "_operator.attrgetter _operator.methodcaller _operator.itemgetter _functools.partial",
     ),
     (
         "loads another file with an unrestricted unpickler or native loader",
@@ -293,6 +306,15 @@ _CRITICAL_GROUPS: tuple[tuple[str, str], ...] = (
 _CRITICAL: dict[str, str] = {
     path: reason for reason, paths in _CRITICAL_GROUPS for path in paths.split()
 }
+
+# Modules that run a program as soon as they are imported: antigravity opens
+# a web browser and idlelib.idle starts IDLE. Any package's __main__ module
+# runs the package's command line, with the loading process's arguments.
+_RUNS_ON_IMPORT: dict[str, str] = {
+    "antigravity": "opens a web browser when it is imported",
+    "idlelib.idle": "starts the IDLE editor when it is imported",
+}
+_MAIN_REASON = "runs a package's command-line program when it is imported"
 
 # Module roots whose appearance inside an attribute path, as in
 # torch.serialization.os.system, reaches the critical module through an
@@ -353,8 +375,24 @@ def classify(module: str, name: str, torchscript: bool = False) -> Classificatio
     return _classify_cached(module, name, torchscript)
 
 
+def _import_reason(module: str) -> str | None:
+    """Return why importing ``module`` runs a program, or None."""
+    parts = module.split(".")
+    # "__main__" alone is the loader's own script, which is already imported.
+    if "__main__" in parts[1:]:
+        return _MAIN_REASON
+    for end in range(1, len(parts) + 1):
+        reason = _RUNS_ON_IMPORT.get(".".join(parts[:end]))
+        if reason is not None:
+            return reason
+    return None
+
+
 def _classify(module: str, name: str, torchscript: bool) -> Classification:
     mapped_module, mapped_name = normalize(module, name)
+    reason = _import_reason(mapped_module) or _import_reason(module)
+    if reason is not None:
+        return Classification(Kind.CRITICAL, reason, on_import=True)
     reason = _critical_reason(mapped_module, mapped_name) or _critical_reason(module, name)
     if reason is not None:
         return Classification(Kind.CRITICAL, reason)

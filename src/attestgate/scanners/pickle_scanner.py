@@ -34,17 +34,19 @@ from __future__ import annotations
 import codecs
 import enum
 import logging
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
 from attestgate.findings import Finding, Severity
-from attestgate.identify.formats import Format
+from attestgate.identify.formats import Format, could_start_pickle
+from attestgate.scanners import open_scanner
 from attestgate.scanners.interface import ReadAt, ScanContext, Scanner, ScanResult
 from attestgate.scanners.pickle_globals import Kind, argument_calls, classify
 
-__all__ = ["PickleScanner"]
+__all__ = ["PickleProbe", "PickleScanner", "with_pickle_probe"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +153,13 @@ _OPAQUE_PUSHES: Final[dict[int, int]] = {
 }
 _OPAQUE_PUSH_SIZES: Final = tuple(_OPAQUE_PUSHES.get(op, -1) for op in range(256))
 
+# STRING escapes that codecs.escape_decode knows; a backslash before any other
+# byte stays in the string.
+_ESCAPE: Final = re.compile(rb"\\.", re.DOTALL)
+_KNOWN_ESCAPES: Final = frozenset(b"\n\\'\"abfnrtvx01234567")
+# What C's strtol(s, &end, 0) accepts: leading white space, a sign, then a
+# hexadecimal, octal or decimal number. An empty string is 0.
+_STRTOL: Final = re.compile(rb"[ \t\n\v\f\r]*([-+]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
 # A tuple keeps this many leading items: enough for the arguments that
 # copyreg._reconstructor and torch's rebuild helpers call.
 _TUPLE_ITEMS_KEPT: Final = 4
@@ -173,6 +182,8 @@ _MAX_ARGUMENT_DEPTH: Final = 4
 _DISPLAY_CHARS: Final = 200
 
 _OTHER_GLOBALS: Final = "(other globals)"
+# C0 and C1 controls, bidirectional overrides and lone surrogates.
+_UNPRINTABLE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 class Opaque:
@@ -190,7 +201,7 @@ OPAQUE: Final = Opaque("a value that is not a named global")
 class Global:
     """A global that GLOBAL, STACK_GLOBAL or INST imports, with its class."""
 
-    __slots__ = ("call", "kind", "module", "name", "path", "reason")
+    __slots__ = ("call", "kind", "module", "name", "on_import", "path", "reason")
 
     def __init__(self, module: str, name: str, torchscript: bool) -> None:
         classification = classify(module, name, torchscript)
@@ -199,6 +210,7 @@ class Global:
         self.path = _display(f"{module}.{name}")
         self.kind = classification.kind
         self.reason = classification.reason
+        self.on_import = classification.on_import
         self.call = Call(self)
 
 
@@ -227,6 +239,9 @@ Value: TypeAlias = "str | bytes | int | tuple[Value, ...] | Global | Call | Exte
 
 UNRESOLVED_CALL: Final = Call(None)
 PERSISTENT_OBJECT: Final = Opaque("an object that the loader's persistent_load returns")
+# A string longer than Limits.max_pickle_string: only its start is kept, so it
+# cannot name a global that the scan could classify.
+_LONG_STRING: Final = Opaque("a string too long to keep")
 
 # Parses the opcode at the offset and returns the offset after it, or -1
 # when its argument is not complete yet.
@@ -303,9 +318,15 @@ def _opcode_name(op: int) -> str:
 
 
 def _display(text: str) -> str:
-    if len(text) <= _DISPLAY_CHARS:
-        return text
-    return text[:_DISPLAY_CHARS] + "..."
+    # Names come from the file: control characters would let it forge lines
+    # of a text report or move a terminal's cursor.
+    if len(text) > _DISPLAY_CHARS:
+        text = text[:_DISPLAY_CHARS] + "..."
+    return _UNPRINTABLE.sub(_escape_character, text)
+
+
+def _escape_character(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
 def _describe(value: Value) -> str:
@@ -345,27 +366,30 @@ def _make_tuple(items: list[Value]) -> Value:
     return OPAQUE
 
 
-def _text(raw: bytes, truncated: bool, encoding: str = "utf-8") -> str:
-    # CPython decodes binary unicode with surrogatepass. A truncated value may
-    # end inside a character, so its decoding cannot be strict.
-    if truncated:
-        return raw.decode(encoding, "replace")
+def _text(raw: bytes, encoding: str = "utf-8") -> str:
+    # CPython decodes binary unicode with surrogatepass.
     try:
         return raw.decode(encoding, "surrogatepass")
     except UnicodeDecodeError as exc:
         raise _Malformed(f"the string is not valid {encoding}: {exc.reason}") from None
 
 
-def _string_line(line: bytes, truncated: bool) -> str:
+def _string_line(line: bytes, truncated: bool) -> Value:
     # The STRING opcode carries a quoted Python 2 literal with escapes.
     if truncated:
-        body = line[1:] if line[:1] in (b"'", b'"') else line
-    elif len(line) >= 2 and line[0] == line[-1] and line[:1] in (b"'", b'"'):
+        return _LONG_STRING
+    if len(line) >= 2 and line[0] == line[-1] and line[:1] in (b"'", b'"'):
         body = line[1:-1]
     else:
         raise _Malformed("the STRING opcode argument must be quoted")
+    if b"\\" in body:
+        # An unknown escape such as \q stays as written, with a
+        # DeprecationWarning that a warnings filter may turn into an error in
+        # the gate but not in the loader. Doubling its backslash gives the
+        # same bytes without the warning.
+        body = _ESCAPE.sub(_keep_unknown_escape, body)
     try:
-        decoded: object = codecs.escape_decode(body, "replace" if truncated else None)[0]
+        decoded: object = codecs.escape_decode(body)[0]
     except ValueError as exc:
         raise _Malformed(f"the STRING opcode argument is invalid: {exc}") from None
     if isinstance(decoded, bytes):
@@ -373,11 +397,42 @@ def _string_line(line: bytes, truncated: bool) -> str:
     return str(decoded)
 
 
+def _keep_unknown_escape(match: re.Match[bytes]) -> bytes:
+    escape = match.group()
+    return escape if escape[1] in _KNOWN_ESCAPES else b"\\" + escape
+
+
+def _c_string(line: bytes) -> bytes:
+    # CPython parses number and memo-index lines as C strings, which end at
+    # the first NUL byte: "5\0anything" is 5.
+    end = line.find(b"\0")
+    return line if end < 0 else line[:end]
+
+
 def _line_int(line: bytes, base: int = 10) -> int:
     try:
-        return int(line, base)
+        return int(_c_string(line), base)
     except ValueError as exc:
         raise _Malformed(f"invalid integer argument: {exc}") from None
+
+
+def _int_argument(line: bytes) -> int:
+    """Parse an INT line as CPython does: strtol with base 0, then int()."""
+    text = _c_string(line)
+    if not text:
+        return 0
+    match = _STRTOL.match(text)
+    if match is not None and match.end() == len(text):
+        sign, digits = match.groups()
+        if digits[:2] in (b"0x", b"0X"):
+            value = int(digits[2:], 16)
+        elif digits[:1] == b"0":
+            value = int(digits, 8)  # strtol reads a leading 0 as octal
+        else:
+            value = int(digits)
+        if value < 2**63:
+            return -value if sign == b"-" else value
+    return _line_int(text, 0)
 
 
 class PickleScanner(Scanner):
@@ -399,6 +454,9 @@ class PickleScanner(Scanner):
         )
         self._maybe = fmt is Format.MAYBE_PICKLE
         self._torchscript = ctx.container == "torchscript"
+        # Members of torch's legacy tar format that mix pickles with raw data.
+        member = ctx.file.rsplit(":", 1)[-1] if ctx.depth else ""
+        self._tar_member = member if member in _TAR_FRAMES else ""
 
         # Stream state.
         self._state = _PARSING
@@ -415,10 +473,14 @@ class PickleScanner(Scanner):
         self._globals_cache: dict[tuple[str, str], Global] = {}
         self._trailing_at: int | None = None
         self._not_pickle = False
-        self._critical_call = False
+        self._flagged_call = False
         self._limit_hit = False
         self._last_value: Value = OPAQUE
         self._stopped = False
+        # Raw bytes still to skip, and the element size of a storage frame
+        # (0 for a tensor frame) whose header comes next, or -1 for none.
+        self._skip = 0
+        self._frame_size = -1
 
         # State of the pickle being parsed.
         self._in_pickle = False
@@ -431,7 +493,7 @@ class PickleScanner(Scanner):
         self._memo_poisoned = False
         self._pickle_hits: dict[tuple[str, str], _Hit] = {}
         self._pickle_globals: set[str] = set()
-        self._pickle_critical_call = False
+        self._pickle_flagged_call = False
         self._pickle_has_proto = False
 
         self._handlers = self._build_handlers()
@@ -445,6 +507,13 @@ class PickleScanner(Scanner):
         self._fed += size
         if self._state != _PARSING:
             return
+        if self._skip and not self._tail:
+            # Raw tensor bytes, skipped without a copy.
+            taken = min(self._skip, size)
+            self._skip -= taken
+            chunk = chunk[taken:]
+            if not chunk:
+                return
         data = b"".join((self._tail, chunk)) if self._tail else bytes(chunk)
         self._base = self._fed - len(data)
         end = len(data)
@@ -452,6 +521,15 @@ class PickleScanner(Scanner):
         while pos < end and self._state == _PARSING:
             if self._pending is not None:
                 pos = self._advance_pending(data, pos)
+                continue
+            if self._skip:
+                taken = min(self._skip, end - pos)
+                self._skip -= taken
+                pos += taken
+                continue
+            if self._frame:
+                if not self._start_frame(data, pos):
+                    break
                 continue
             if not self._in_pickle and not self._start_pickle(self._base + pos):
                 break
@@ -492,11 +570,12 @@ class PickleScanner(Scanner):
 
     def _confirmed(self) -> bool:
         # A stream sniffed as maybe-pickle is reported only when it parsed as
-        # one, or when it reached a critical global before breaking, because
-        # a crafted protocol 0 payload runs before its parse fails.
+        # one, or when it ran code before breaking (a call of a global that is
+        # not allowed, or an import that runs a program), because a crafted
+        # payload runs before its parse fails.
         if self._not_pickle:
             return False
-        if self._critical_call or self._limit_hit:
+        if self._flagged_call or self._limit_hit:
             return True
         if self._pickles == 0:
             return False
@@ -528,7 +607,7 @@ class PickleScanner(Scanner):
         self._memo_poisoned = False
         self._pickle_hits = {}
         self._pickle_globals = set()
-        self._pickle_critical_call = False
+        self._pickle_flagged_call = False
         self._pickle_has_proto = False
 
     def _end_pickle(self) -> None:
@@ -546,6 +625,41 @@ class PickleScanner(Scanner):
         if self._legacy and self._pickles == LEGACY_TORCH_PICKLES:
             # The raw storage bytes follow, and torch reads them without unpickling.
             self._state = _DATA
+        if self._tar_member and isinstance(value, tuple) and len(value) >= 3:
+            # (key, location, storage type) or (key, storage id, tensor type):
+            # torch reads a raw frame next, then the next pickle.
+            frame_type = value[2]
+            if self._tar_member == "tensors":
+                self._frame_size = 0
+            elif isinstance(frame_type, Global):
+                self._frame_size = _STORAGE_ELEMENT_SIZES.get(frame_type.name, -1)
+
+    @property
+    def _frame(self) -> bool:
+        return self._frame_size >= 0
+
+    def _start_frame(self, data: bytes, pos: int) -> bool:
+        """Read a raw frame's header at ``pos`` and set the bytes to skip.
+
+        A storage frame is an int64 element count and the elements; a tensor
+        frame is an int32 rank, four unused bytes, the sizes and strides
+        (int64 each) and an int64 offset. Return False when the header is not
+        complete in ``data`` yet.
+        """
+        if self._frame_size > 0:
+            if len(data) - pos < 8:
+                return False
+            (count,) = struct.unpack_from("<q", data, pos)
+            length = 8 + count * self._frame_size
+        else:
+            if len(data) - pos < 4:
+                return False
+            (rank,) = struct.unpack_from("<i", data, pos)
+            length = 16 + 16 * rank
+        self._frame_size = -1
+        # A negative size fails torch's read, so the bytes are parsed as they are.
+        self._skip = length if length >= 8 else 0
+        return True
 
     def _commit(self) -> None:
         for key, hit in self._pickle_hits.items():
@@ -554,11 +668,11 @@ class PickleScanner(Scanner):
             if len(self._globals_seen) > _MAX_FACT_GLOBALS:
                 break
             self._globals_seen.add(name)
-        if self._pickle_critical_call:
-            self._critical_call = True
+        if self._pickle_flagged_call:
+            self._flagged_call = True
         self._pickle_hits = {}
         self._pickle_globals = set()
-        self._pickle_critical_call = False
+        self._pickle_flagged_call = False
 
     def _merge(self, key: tuple[str, str], hit: _Hit) -> None:
         """Add a hit of the current pickle to the stream's hits."""
@@ -578,9 +692,9 @@ class PickleScanner(Scanner):
     def _fail(self, kind: str, offset: int, reason: str) -> None:
         """Record that the current pickle is truncated or malformed, and stop."""
         if self._tentative:
-            if self._pickles == 0 and not self._pickle_critical_call:
-                # Sniffed as maybe-pickle and never reached a critical call:
-                # the stream is not a pickle.
+            if self._pickles == 0 and not self._pickle_flagged_call:
+                # Sniffed as maybe-pickle and never ran code: the stream is
+                # not a pickle.
                 self._not_pickle = True
                 self._halt()
                 return
@@ -646,6 +760,22 @@ class PickleScanner(Scanner):
 
     def _add_trailing_data(self, offset: int) -> None:
         size = self._fed - offset
+        if self._tar_member:
+            # torch's legacy tar loader reads pickles after raw frames; bytes
+            # the framing did not explain may hide one.
+            self._record(
+                "pickle.trailing-data",
+                Severity.HIGH,
+                "trailing",
+                offset,
+                f"{size} bytes from byte {offset} of the legacy PyTorch member "
+                f"{self._tar_member!r} are neither a pickle nor a raw frame that "
+                "torch reads, so pickles that torch loads after them were not scanned.",
+                _REMEDIATE_UNRESOLVED,
+                {"bytes": size},
+                stage=self._hits,
+            )
+            return
         self._record(
             "pickle.trailing-data",
             Severity.LOW,
@@ -972,14 +1102,19 @@ class PickleScanner(Scanner):
 
     def _op_binpersid(self, data: bytes, i: int) -> int:
         # The persistent ID goes to the loader's persistent_load. For torch,
-        # ("storage", ...) yields a storage, and the legacy format's
-        # ("module", cls, source_file, source) yields cls itself, so a later
+        # ("storage", ...) yields a storage, the legacy format's
+        # ("module", cls, source_file, source) yields cls itself, and the
+        # legacy tar format returns the first item of any tuple, so a later
         # call of the result is a call of cls.
         pid = self._stack.pop()
         result: Value = PERSISTENT_OBJECT
-        if isinstance(pid, tuple) and len(pid) > 1 and isinstance(pid[1], Global):
+        if isinstance(pid, tuple) and isinstance(pid[0], Global):
+            result = pid[0]
+        elif isinstance(pid, tuple) and len(pid) > 1 and isinstance(pid[1], Global):
             typename = pid[0]
-            if typename in ("module", b"module"):
+            # torch decodes a bytes type name as ASCII, so a name the scan did
+            # not keep (SHORT_BINBYTES, a call result) may be "module" too.
+            if typename in ("module", b"module") or not isinstance(typename, str | bytes):
                 result = pid[1]
         self._stack.append(result)
         return i + 1
@@ -1073,6 +1208,7 @@ class PickleScanner(Scanner):
         self._stack.pop()
         target = self._stack[-1]
         if isinstance(target, Global):
+            self._pickle_flagged_call = True
             self._record(
                 "pickle.build-on-global",
                 Severity.HIGH,
@@ -1092,25 +1228,28 @@ class PickleScanner(Scanner):
         name = stack.pop()
         module = stack.pop()
         if isinstance(module, bytes):
-            module = _text(module, truncated=False)
+            module = _text(module)
         if isinstance(name, bytes):
-            name = _text(name, truncated=False)
+            name = _text(name)
         if isinstance(module, str) and isinstance(name, str):
             stack.append(self._global(module, name, self._base + i))
-            return i + 1
+        else:
+            stack.append(self._unresolved_global(module, name, self._base + i))
+        return i + 1
+
+    def _unresolved_global(self, module: Value, name: Value, offset: int) -> Opaque:
         description = f"{_describe(module)} and {_describe(name)}"
         self._record(
             "pickle.unresolved-global",
             Severity.HIGH,
             description,
-            self._base + i,
+            offset,
             f"The pickle imports a global whose module and name are {description}, "
-            "not plain strings, so the scan cannot tell what it imports.",
+            "not plain strings that the scan kept, so it cannot tell what it imports.",
             _REMEDIATE_UNRESOLVED,
             {"module": _describe(module), "name": _describe(name)},
         )
-        stack.append(Opaque(f"a global named by {description}"))
-        return i + 1
+        return Opaque(f"a global named by {description}")
 
     def _global(self, module: str, name: str, offset: int) -> Global:
         key = (module, name)
@@ -1122,6 +1261,10 @@ class PickleScanner(Scanner):
         if len(self._pickle_globals) <= _MAX_FACT_GLOBALS:
             self._pickle_globals.add(found.path)
         if found.kind is Kind.CRITICAL:
+            if found.on_import:
+                # Importing the module runs a program, so the pickle has run
+                # code even if its parse breaks right after.
+                self._pickle_flagged_call = True
             self._record_critical(found, offset, called=False)
         elif found.kind is Kind.UNKNOWN:
             self._record(
@@ -1157,6 +1300,7 @@ class PickleScanner(Scanner):
     ) -> Call:
         """Record a call of ``callee`` and return its result."""
         if not isinstance(callee, Global):
+            self._pickle_flagged_call = True
             description = _describe(callee)
             self._record(
                 "pickle.unresolved-call",
@@ -1170,9 +1314,10 @@ class PickleScanner(Scanner):
             )
             return UNRESOLVED_CALL
         if callee.kind is Kind.CRITICAL:
-            self._pickle_critical_call = True
+            self._pickle_flagged_call = True
             self._record_critical(callee, offset, called=True)
         elif callee.kind is Kind.UNKNOWN:
+            self._pickle_flagged_call = True
             self._record(
                 "pickle.unknown-global-call",
                 Severity.HIGH,
@@ -1334,9 +1479,11 @@ class PickleScanner(Scanner):
 
     def _push_sized(self, op: int, raw: bytes, truncated: bool) -> None:
         kind = _SIZED_OPCODES[op][1]
-        if kind == "utf-8":
+        if truncated and kind in ("utf-8", "latin-1"):
+            self._stack.append(_LONG_STRING)
+        elif kind == "utf-8":
             # Decoded only when used as a name, as in the inline loop.
-            self._stack.append(_text(raw, truncated) if truncated else raw)
+            self._stack.append(raw)
         elif kind == "latin-1":
             # Python 2 str: CPython decodes it with the load's encoding (ASCII
             # by default). Latin-1 keeps every byte and never fails.
@@ -1432,9 +1579,11 @@ class PickleScanner(Scanner):
         if op in (Op.GLOBAL, Op.INST):
             # CPython decodes GLOBAL names as UTF-8 and INST names as ASCII.
             encoding = "utf-8" if op == Op.GLOBAL else "ascii"
-            module = _text(line, truncated, encoding)
-            name = _text(lines[1][0], lines[1][1], encoding)
-            found = self._global(module, name, offset)
+            if truncated or lines[1][1]:
+                found: Value = self._unresolved_global(_LONG_STRING, _LONG_STRING, offset)
+            else:
+                module = _text(line, encoding)
+                found = self._global(module, _text(lines[1][0], encoding), offset)
             if op == Op.GLOBAL:
                 stack.append(found)
             else:
@@ -1444,7 +1593,7 @@ class PickleScanner(Scanner):
             stack.append(_string_line(line, truncated))
         elif op == Op.UNICODE:
             if truncated:
-                stack.append(line.decode("raw-unicode-escape", "replace"))
+                stack.append(_LONG_STRING)
             else:
                 try:
                     stack.append(line.decode("raw-unicode-escape"))
@@ -1455,7 +1604,7 @@ class PickleScanner(Scanner):
         elif op == Op.FLOAT:
             if not truncated:
                 try:
-                    float(line)
+                    float(_c_string(line))
                 except ValueError:
                     raise _Malformed(f"invalid FLOAT argument {line[:40]!r}") from None
             stack.append(OPAQUE)
@@ -1481,7 +1630,7 @@ class PickleScanner(Scanner):
         if op == Op.INT:
             if line in (b"00", b"01"):
                 return OPAQUE
-            return _line_int(line, 0)
+            return _int_argument(line)
         if line.endswith(b"L"):
             line = line[:-1]
         return _line_int(line, 0)
@@ -1489,6 +1638,7 @@ class PickleScanner(Scanner):
     @staticmethod
     def _memo_index(line: bytes, truncated: bool) -> int | None:
         """Parse a PUT or GET index; None when it is too long to resolve."""
+        line = _c_string(line)
         if not truncated and len(line) <= _MAX_MEMO_INDEX_LINE:
             return _line_int(line)
         digits = line.strip().replace(b"_", b"").lstrip(b"+").lstrip(b"0")
@@ -1515,6 +1665,30 @@ _SIZED_OPCODES: Final[dict[int, tuple[struct.Struct, str]]] = {
 
 _EXT_WIDTHS: Final[dict[int, int]] = {Op.EXT1: 1, Op.EXT2: 2, Op.EXT4: 4}
 
+# Members of torch's legacy tar checkpoints whose pickles alternate with raw
+# frames that torch reads without unpickling.
+_TAR_FRAMES: Final = frozenset({"storages", "tensors"})
+# Bytes per element of the legacy storage classes, by class name.
+_STORAGE_ELEMENT_SIZES: Final[dict[str, int]] = {
+    "DoubleStorage": 8,
+    "FloatStorage": 4,
+    "HalfStorage": 2,
+    "BFloat16Storage": 2,
+    "LongStorage": 8,
+    "IntStorage": 4,
+    "ShortStorage": 2,
+    "CharStorage": 1,
+    "ByteStorage": 1,
+    "BoolStorage": 1,
+    "ComplexFloatStorage": 8,
+    "ComplexDoubleStorage": 16,
+    "QInt8Storage": 1,
+    "QUInt8Storage": 1,
+    "QInt32Storage": 4,
+    "QUInt4x2Storage": 1,
+    "QUInt2x4Storage": 1,
+}
+
 # The method that each container opcode calls on a target that is not a
 # plain list, dict or set.
 _MUTATOR_METHODS: Final[dict[int, str]] = {
@@ -1537,3 +1711,45 @@ _LINE_OPCODES: Final = (
     Op.INST,
     Op.PUT,
 )
+
+
+class PickleProbe(Scanner):
+    """Scans a stream as a possible pickle beside the scanner of its sniffed format.
+
+    The first bytes of a tar header, a GGUF or bzip2 magic or a safetensors
+    header length can also be opcodes, and pickle.load runs such a file as a
+    pickle whatever else it is. The probe reports only what the maybe-pickle
+    rules confirm, so files that are not pickles cost one failed opcode.
+    """
+
+    def __init__(self, ctx: ScanContext, fmt: Format, primary: Scanner | None, probe: Scanner):
+        super().__init__(ctx, fmt)
+        self.primary = primary
+        self.probe = probe
+        # The record names the scanner of the sniffed format.
+        self.check = primary.check if primary is not None else probe.check
+        self.version = primary.version if primary is not None else probe.version
+
+    def feed(self, chunk: memoryview) -> None:
+        if self.primary is not None:
+            self.primary.feed(chunk)
+        self.probe.feed(chunk)
+
+    def close(self, read_at: ReadAt | None = None) -> ScanResult:
+        result = self.primary.close(read_at) if self.primary is not None else ScanResult()
+        extra = self.probe.close(read_at)
+        if extra.findings:
+            result.findings.extend(extra.findings)
+            result.facts["pickle"] = extra.facts
+        return result
+
+
+def with_pickle_probe(
+    scanner: Scanner | None, fmt: Format, head: bytes, ctx: ScanContext
+) -> Scanner | None:
+    """Return ``scanner``, wrapped in a PickleProbe when ``head`` could start a pickle."""
+    if fmt in (Format.PICKLE, Format.MAYBE_PICKLE) or not could_start_pickle(head):
+        return scanner
+    probe = open_scanner(Format.MAYBE_PICKLE, ctx)
+    assert probe is not None  # the registry always has the pickle scanner
+    return PickleProbe(ctx, fmt, scanner, probe)

@@ -14,6 +14,7 @@ through the standard library's ``zipfile``.
 
 from __future__ import annotations
 
+import copy
 import lzma
 import re
 import struct
@@ -27,6 +28,7 @@ from attestgate.findings import Finding, Severity
 from attestgate.identify.formats import SNIFF_BYTES, Format, sniff
 from attestgate.scanners import open_scanner
 from attestgate.scanners.interface import MiB, ReadAt, ScanContext, Scanner, ScanResult
+from attestgate.scanners.pickle_scanner import with_pickle_probe
 
 # Compressed members up to this size are kept in memory while they are
 # scanned, so that their scanner can reread them. A larger compressed archive
@@ -42,6 +44,8 @@ _DIRECTORY_BYTES_PER_MEMBER = 1024
 _RATIO_MIN_BYTES = 1 * MiB
 _STREAM_CHUNK = 1 * MiB
 _MAX_LISTED = 20
+# Scan results that show a member was a pickle.
+_PICKLE_RESULTS = frozenset({Format.PICKLE, Format.PYTORCH_LEGACY})
 _MAX_FACT_NAMES = 100
 
 _SUPPORTED_METHODS = frozenset(
@@ -484,7 +488,7 @@ class ZipScanner(Scanner):
                 member.flagged.add("zip.bomb")
                 overlaps.append(f"{owner.name} and {member.name}")
             if end > directory_start:
-                member.readable = False
+                # miniz, which torch.load uses, reads such a member anyway.
                 overruns.append(f"{member.name} (ends at offset {end})")
             if owner is None or end > cursor:
                 cursor, owner = end, member
@@ -591,35 +595,37 @@ class ZipScanner(Scanner):
             if not member.readable or member.flagged or _skip_member(member, kind):
                 continue
 
-            fmt = self._member_format(zf, member)
-            if fmt is None or not self._scan_member(zf, read_at, member, fmt, kind):
+            sniffed = self._member_format(zf, member)
+            if sniffed is None:
+                continue
+            fmt, head = sniffed
+            result = self._scan_member(zf, read_at, member, fmt, head, kind)
+            if result is None or (fmt is Format.MAYBE_PICKLE and result.format is None):
+                # Nothing ran, or the maybe-pickle scan found text.
                 continue
             scanned += 1
-            if fmt in (Format.PICKLE, Format.MAYBE_PICKLE):
+            if fmt is Format.PICKLE or result.format in _PICKLE_RESULTS:
                 pickles.append(member.name)
 
         self._facts["members_scanned"] = scanned
         self._facts["pickle_members_scanned"] = pickles[:_MAX_FACT_NAMES]
 
-    def _member_format(self, zf: zipfile.ZipFile, member: _Member) -> Format | None:
-        """Sniff a member's first bytes and return the format to scan it as."""
+    def _member_format(self, zf: zipfile.ZipFile, member: _Member) -> tuple[Format, bytes] | None:
+        """Sniff a member's first bytes; return the format to scan it as and the bytes."""
         try:
-            with zf.open(member.info) as stream:
+            with zf.open(_without_crc(member.info)) as stream:
                 head = stream.read(SNIFF_BYTES)
         except _MEMBER_ERRORS as exc:
             self._corrupt_member(member, exc)
             return None
 
         fmt = sniff(head, member.info.file_size, member.name)
-        if member.name.endswith(".pkl"):
-            # pickle.load reads whatever bytes a .pkl member holds.
-            return fmt if fmt is Format.PICKLE else Format.MAYBE_PICKLE
-        if fmt is Format.MAYBE_PICKLE:
-            # Without a protocol header or a .pkl name, a member that starts
-            # like a protocol 0 pickle is almost always text, and no loader
-            # of these archives unpickles it.
-            return Format.TEXT
-        return fmt
+        # torch.load finds data.pkl with miniz, which compares names without
+        # regard to case, so DATA.PKL is loaded too. pickle.load reads
+        # whatever bytes such a member holds.
+        if member.name.lower().endswith(".pkl") and fmt is not Format.PICKLE:
+            fmt = Format.MAYBE_PICKLE
+        return fmt, head
 
     def _scan_member(
         self,
@@ -627,21 +633,27 @@ class ZipScanner(Scanner):
         read_at: ReadAt,
         member: _Member,
         fmt: Format,
+        head: bytes,
         kind: Format,
-    ) -> bool:
-        """Stream one member through its scanners; return whether any ran.
+    ) -> ScanResult | None:
+        """Stream one member through its scanners; return the result, or None if none ran.
 
         A stored member is reread straight from the archive, so it never
         lives in memory. A compressed member of at most MAX_MEMBER_BYTES is
         kept in memory, so that its scanner can reread it. A larger one is
         streamed without ``read_at``. A larger nested archive is reported
         instead, because it cannot be parsed without ``read_at``.
+
+        torch.load reads members without checking their CRC-32, so the member
+        is read without the check too, and a damaged or truncated member is
+        still scanned up to where it breaks: its findings stand beside the
+        zip.corrupt finding instead of being replaced by it.
         """
         info = member.info
         ctx = self.ctx.member(member.name, info.file_size, kind.value)
-        scanner = open_scanner(fmt, ctx)
+        scanner = with_pickle_probe(open_scanner(fmt, ctx), fmt, head, ctx)
         if scanner is None:
-            return False
+            return None
 
         stored = info.compress_type == zipfile.ZIP_STORED
         in_memory = not stored and info.file_size <= MAX_MEMBER_BYTES
@@ -655,28 +667,42 @@ class ZipScanner(Scanner):
                 "Store the nested archive uncompressed, or unpack it and admit its files directly.",
                 member=member.name,
             )
-            return False
+            return None
 
         buffered = bytearray()
+        crc = 0
+        error: BaseException | None = None
         try:
             for chunk in _member_chunks(zf, info):
                 if self.ctx.expired():
                     self._timeout(f"while reading member {member.name!r}")
-                    return False
+                    break
                 scanner.feed(memoryview(chunk))
+                crc = zlib.crc32(chunk, crc)
                 if in_memory:
                     buffered += chunk
         except _MEMBER_ERRORS as exc:
-            self._corrupt_member(member, exc)
-            return False
+            error = exc
 
         member_read_at: ReadAt | None = None
         if stored:
             member_read_at = _slice_read_at(read_at, member.data_start, info.compress_size)
         elif in_memory:
             member_read_at = _slice_read_at(_bytes_read_at(buffered), 0, len(buffered))
-        self._findings.extend(scanner.close(member_read_at).findings)
-        return True
+        result = scanner.close(member_read_at)
+        self._findings.extend(result.findings)
+        if error is not None:
+            self._corrupt_member(member, error)
+        elif not self._timed_out and crc != info.CRC:
+            self._add(
+                "zip.corrupt",
+                Severity.MEDIUM,
+                f"member {member.name!r} fails its CRC-32 check: the directory "
+                f"records {info.CRC:08x}, its content gives {crc:08x}",
+                _RECOPY,
+                member=member.name,
+            )
+        return result
 
     def _timeout(self, where: str) -> None:
         self._timed_out = True
@@ -735,6 +761,50 @@ class ZipScanner(Scanner):
     ) -> None:
         self._findings.append(
             self.finding(rule, severity, message, remediation, offset=offset, **details)
+        )
+
+
+class AppendedZipScanner(ZipScanner):
+    """Finds a zip archive appended to a file whose first bytes are something else.
+
+    zipfile, unzip and the loaders built on them (Keras) look for the end of
+    central directory record near the end of a file and accept any bytes
+    before the archive, so text, a safetensors file or a native binary with
+    a zip at its end is a zip to them. The archive is reported and its
+    members are scanned; a tail that only looks like an end record, but
+    leads to no central directory that zipfile reads, is not reported.
+    """
+
+    def __init__(self, ctx: ScanContext, fmt: Format) -> None:
+        super().__init__(ctx, Format.ZIP)
+        self._tail = b""
+
+    def feed(self, chunk: memoryview) -> None:
+        super().feed(chunk)
+        keep = _EOCD.size + _MAX_COMMENT
+        if len(chunk) >= keep:
+            self._tail = bytes(chunk[-keep:])
+        else:
+            self._tail = (self._tail + bytes(chunk))[-keep:]
+
+    def close(self, read_at: ReadAt | None = None) -> ScanResult:
+        signature = self._tail.rfind(_EOCD_SIGNATURE)
+        if read_at is None or signature < 0 or signature + _EOCD.size > len(self._tail):
+            return ScanResult()
+        archive = super().close(read_at)
+        if "members" not in archive.facts:
+            return ScanResult()
+        appended = self.finding(
+            "zip.appended",
+            Severity.MEDIUM,
+            f"a zip archive with {archive.facts['members']} members is appended to the "
+            "file: zipfile, unzip and Keras read it, although the file does not start "
+            "like an archive",
+            "Ask the producer why the file carries an archive, and admit the archive's "
+            "content as separate files if it is needed.",
+        )
+        return ScanResult(
+            findings=[appended, *archive.findings], facts={"appended_zip": archive.facts}
         )
 
 
@@ -932,8 +1002,16 @@ def _unsafe_name(name: str) -> bool:
     return ".." in name.split("/")
 
 
+def _without_crc(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
+    # zipfile checks the CRC-32 only when the ZipInfo has one, and raises on
+    # the read that reaches the end, which drops that read's bytes.
+    clone = copy.copy(info)
+    del clone.CRC
+    return clone
+
+
 def _member_chunks(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:
-    with zf.open(info) as stream:
+    with zf.open(_without_crc(info)) as stream:
         while chunk := stream.read(_STREAM_CHUNK):
             yield chunk
 

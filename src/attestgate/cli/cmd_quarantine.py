@@ -1,0 +1,153 @@
+"""``attestgate quarantine``: list, show, approve and reject quarantined artifacts."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from attestgate.cli import common
+from attestgate.errors import UsageError
+
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "quarantine",
+        help="list, show, approve or reject quarantined artifacts",
+        description="Work through the quarantine queue. Approving records an exception for "
+        "every rule that quarantined the artifact, admits it again and promotes it when the "
+        "decision becomes allow. Rejecting removes it from the quarantine store.",
+        epilog=common.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    listing = actions.add_parser("list", help="list the queue, oldest first")
+    listing.add_argument("--stage", choices=("training", "fine-tuning", "deployment"))
+    listing.add_argument(
+        "--severity", choices=SEVERITIES, help="only items whose worst reason is at least this"
+    )
+    listing.add_argument(
+        "--older-than", type=float, metavar="HOURS", help="only items queued at least HOURS ago"
+    )
+
+    showing = actions.add_parser("show", help="show one item's record and earlier decisions")
+    showing.add_argument("digest", metavar="DIGEST", help="sha256:<hex> of the artifact")
+
+    approving = actions.add_parser("approve", help="approve with a reason and an expiry")
+    approving.add_argument("digest", metavar="DIGEST")
+    approving.add_argument("--reason", required=True, help="why the findings are acceptable")
+    approving.add_argument(
+        "--expires",
+        required=True,
+        metavar="DATE",
+        help="when the exception ends: an ISO 8601 date or time (UTC unless it has an offset)",
+    )
+    approving.add_argument("--approver", help="reviewer name (default: the login name)")
+    approving.add_argument("--policy", type=Path, metavar="FILE", help="policy file")
+
+    rejecting = actions.add_parser("reject", help="reject and remove from quarantine")
+    rejecting.add_argument("digest", metavar="DIGEST")
+    rejecting.add_argument("--reason", required=True, help="what is wrong with the artifact")
+    rejecting.add_argument("--reviewer", help="reviewer name (default: the login name)")
+
+    for child in (listing, showing, approving, rejecting):
+        common.add_home_option(child)
+        common.add_output_options(child)
+
+
+def parse_expiry(text: str) -> datetime:
+    """Parse an ISO 8601 date or time; a date means its end, and naive times are UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise UsageError(
+            f"invalid expiry {text!r}", hint="use an ISO 8601 date such as 2027-01-31"
+        ) from exc
+    if len(text) == 10:
+        value = value + timedelta(days=1) - timedelta(seconds=1)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _text_list(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "the quarantine queue is empty"
+    lines = [f"{'DIGEST':<20} {'STAGE':<12} {'SEVERITY':<9} {'QUEUED':<26} RULES"]
+    for item in items:
+        lines.append(
+            f"{item['digest'][:19]:<20} {item['stage']:<12} {item['severity']:<9} "
+            f"{item['created_at']:<26} {', '.join(item['rules'])}"
+        )
+    return "\n".join(lines)
+
+
+def _text_show(shown: dict[str, Any]) -> str:
+    record = shown["record"]
+    lines = [
+        f"digest:   {shown['item']['digest']}",
+        f"path:     {record['artifact']['path']}",
+        f"stage:    {record['stage']}",
+        f"summary:  {record['summary']}",
+        "findings:",
+    ]
+    for finding in record.get("findings", []):
+        lines.append(f"  [{finding['severity']}] {finding['rule']} at {finding['file']}")
+        lines.append(f"      {finding['message']}")
+        if finding.get("remediation"):
+            lines.append(f"      fix: {finding['remediation']}")
+    lines.append("decisions on this digest:")
+    for item in shown["history"]:
+        lines.append(
+            f"  #{item['seq']} {item['created_at']} {item['kind']} {item['decision'] or ''}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, stdout: TextIO) -> int:
+    from attestgate.policy import load_policy
+    from attestgate.stores import approve, list_queue, reject, show
+
+    home = args.home or common.default_home()
+    common.check_output(args.output)
+    as_json = args.format == "json"
+    if args.action == "list":
+        older = timedelta(hours=args.older_than) if args.older_than is not None else None
+        items = [
+            i.to_json()
+            for i in list_queue(
+                home, stage=args.stage, min_severity=args.severity, older_than=older
+            )
+        ]
+        text = common.dump_json(items) if as_json else _text_list(items)
+    elif args.action == "show":
+        shown = show(home, args.digest)
+        text = common.dump_json(shown) if as_json else _text_show(shown)
+    elif args.action == "approve":
+        result = approve(
+            home,
+            args.digest,
+            reason=args.reason,
+            approver=args.approver or getpass.getuser(),
+            expires=parse_expiry(args.expires),
+            policy=load_policy(args.policy) if args.policy else None,
+        )
+        body = result.to_json()
+        text = (
+            common.dump_json(body)
+            if as_json
+            else (
+                f"approved {args.digest}: the decision is now {result.decision}"
+                + (" and it was promoted to the trusted store" if result.promotion else "")
+            )
+        )
+        common.emit(text, args.output, stdout)
+        return common.EXIT_FOR_ACTION[result.decision]
+    else:
+        reject(home, args.digest, reason=args.reason, reviewer=args.reviewer or getpass.getuser())
+        text = common.dump_json({"rejected": args.digest}) if as_json else f"rejected {args.digest}"
+    common.emit(text, args.output, stdout)
+    return common.EXIT_ALLOW

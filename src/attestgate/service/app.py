@@ -1,0 +1,462 @@
+"""The FastAPI application: admissions, decisions, quarantine, tokens, health and metrics.
+
+Every path but ``/healthz``, ``/readyz``, ``/metrics``, ``/k8s/admission-review``
+and the triage page's login needs ``Authorization: Bearer <token>``. Roles:
+a submitter submits and reads its own admissions and decisions; a reviewer
+also reads everything and approves or rejects; an admin also manages tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from attestgate._version import __version__
+from attestgate.audit import AuditLog
+from attestgate.errors import AttestgateError, UsageError
+from attestgate.pipeline import admit
+from attestgate.policy import Policy
+from attestgate.service import webhook
+from attestgate.service.jobs import Job, JobQueue
+from attestgate.service.metrics import Metrics
+from attestgate.service.tokens import ApiToken, TokenStore
+from attestgate.storage import open_engine
+from attestgate.stores import ContentStore, act_on_admission, fsck, list_queue
+from attestgate.stores import approve as approve_item
+from attestgate.stores import reject as reject_item
+from attestgate.stores import show as show_item
+from attestgate.stores.queue import NotQueuedError
+
+logger = logging.getLogger(__name__)
+
+Stage = Literal["training", "fine-tuning", "deployment"]
+MiB = 1024 * 1024
+UPLOAD_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+@dataclass
+class ServiceConfig:
+    """Settings of one service instance."""
+
+    home: Path
+    # Submitted paths must resolve inside this directory (default HOME/intake).
+    intake: Path | None = None
+    workers: int = 4
+    max_upload_bytes: int = 64 * MiB
+    policy: Policy | None = None
+
+    @property
+    def intake_root(self) -> Path:
+        return (self.intake or self.home / "intake").resolve()
+
+
+class Service:
+    """The state one app holds: database, tokens, job queue, metrics and audit reader."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.home = config.home
+        self.home.mkdir(parents=True, exist_ok=True)
+        config.intake_root.mkdir(parents=True, exist_ok=True)
+        removed = fsck(self.home)
+        if removed:
+            logger.warning("removed %d unfinished promotion(s) at start", len(removed))
+        self.audit = AuditLog(self.home)
+        self.engine = open_engine(self.home)
+        self.tokens = TokenStore(self.engine)
+        self.metrics = Metrics(self._queue_depth, self._quarantine_depth)
+        self.jobs = JobQueue(
+            self.engine, self._admit, workers=config.workers, on_done=self._job_done
+        )
+
+    def _queue_depth(self) -> int:
+        return self.jobs.depth()
+
+    def _quarantine_depth(self) -> int:
+        return sum(1 for _ in ContentStore(self.home, "quarantine").digests())
+
+    def _admit(self, path: Path, stage: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        admission = admit(path, stage=stage, policy=self.config.policy, home=self.home)
+        promotion = act_on_admission(self.home, admission.record)
+        for name, seconds in admission.record.get("timings", {}).items():
+            self.metrics.stage_seconds.labels(name).observe(seconds)
+        return admission.record, promotion.to_json() if promotion else None
+
+    def _job_done(self, job: Job, seconds: float) -> None:
+        if job.decision:
+            self.metrics.decisions.labels(job.decision).inc()
+            self.metrics.admission_seconds.observe(seconds)
+        else:
+            self.metrics.failures.inc()
+
+    def latest_decision(self, digest: str, stage: str) -> str | None:
+        for record in self.audit.records(newest_first=True, artifact_digest=digest):
+            if record.kind == "decision" and record.body.get("stage") == stage:
+                return str(record.body.get("decision"))
+        return None
+
+    def close(self) -> None:
+        self.jobs.shutdown()
+        self.audit.close()
+        self.engine.dispose()
+
+
+class AdmissionRequest(BaseModel):
+    path: str = Field(description="artifact path on the intake volume, inside the intake root")
+    stage: Stage = "deployment"
+
+
+class ApproveRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=4000)
+    expires: datetime = Field(description="when the exception ends, with a time zone")
+
+
+class RejectRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=4000)
+
+
+class TokenRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    role: Literal["submitter", "reviewer", "admin"]
+
+
+bearer = HTTPBearer(auto_error=False)
+
+
+def get_service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def current_token(
+    service: Annotated[Service, Depends(get_service)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> ApiToken:
+    if credentials is None:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    token = service.tokens.authenticate(credentials.credentials)
+    if token is None:
+        raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    return token
+
+
+def require(permission: str) -> Callable[[ApiToken], ApiToken]:
+    def check(token: Annotated[ApiToken, Depends(current_token)]) -> ApiToken:
+        if not token.can(permission):
+            raise HTTPException(403, f"role {token.role} may not {permission}")
+        return token
+
+    return check
+
+
+Submitter = Annotated[ApiToken, Depends(require("submit"))]
+Reader = Annotated[ApiToken, Depends(require("read-own"))]
+Reviewer = Annotated[ApiToken, Depends(require("review"))]
+Admin = Annotated[ApiToken, Depends(require("manage-tokens"))]
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def resolve_intake(service: Service, text: str) -> Path:
+    """Resolve a submitted path and reject it unless it lies inside the intake root."""
+    root = service.config.intake_root
+    candidate = Path(text)
+    if not candidate.is_absolute():
+        candidate = root / candidate
+    try:
+        resolved = candidate.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise HTTPException(404, f"path {text} does not exist on the intake volume") from None
+    if resolved != root and root not in resolved.parents:
+        raise HTTPException(403, f"path {text} is outside the intake root {root}")
+    return resolved
+
+
+def _own_job(service: Service, token: ApiToken, job_id: str) -> Job:
+    job = service.jobs.get(job_id)
+    if job is None or (job.owner != token.id and not token.can("read-all")):
+        raise HTTPException(404, f"admission {job_id} not found")
+    return job
+
+
+def _register_admissions(app: FastAPI) -> None:
+    @app.post("/admissions", status_code=202, tags=["admissions"])
+    def submit_admission(body: AdmissionRequest, service: ServiceDep, token: Submitter) -> Any:
+        """Queue an admission of a path on the intake volume; poll the returned link."""
+        path = resolve_intake(service, body.path)
+        job = service.jobs.submit(token.id, path, body.stage)
+        return {**job.to_json(), "links": {"self": f"/admissions/{job.id}"}}
+
+    @app.post("/admissions/upload", status_code=202, tags=["admissions"])
+    async def upload_admission(
+        service: ServiceDep,
+        token: Submitter,
+        file: Annotated[UploadFile, File(description="a small artifact file")],
+        stage: Annotated[Stage, Form()] = "deployment",
+    ) -> Any:
+        """Queue an admission of an uploaded file (at most the configured upload size)."""
+        name = Path(file.filename or "upload.bin").name
+        if not UPLOAD_NAME_RE.match(name):
+            name = "upload.bin"
+        folder = service.home / "uploads" / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+        target = folder / name
+        size = 0
+        with open(target, "xb") as out:
+            while chunk := await file.read(MiB):
+                size += len(chunk)
+                if size > service.config.max_upload_bytes:
+                    out.close()
+                    target.unlink()
+                    folder.rmdir()
+                    raise HTTPException(
+                        413,
+                        f"upload exceeds {service.config.max_upload_bytes} bytes; "
+                        "place large artifacts on the intake volume and submit the path",
+                    )
+                out.write(chunk)
+        job = service.jobs.submit(token.id, target, stage, uploaded=True)
+        return {**job.to_json(), "links": {"self": f"/admissions/{job.id}"}}
+
+    @app.get("/admissions/{job_id}", tags=["admissions"])
+    def get_admission(job_id: str, service: ServiceDep, token: Reader) -> Any:
+        """Return an admission's status, and its decision once it has one."""
+        return _own_job(service, token, job_id).to_json()
+
+
+def _register_decisions(app: FastAPI) -> None:
+    @app.get("/decisions/{record_id}", tags=["decisions"])
+    def get_decision(record_id: str, service: ServiceDep, token: Reader) -> Any:
+        """Return a decision record with its audit entry."""
+        record = service.audit.get(record_id)
+        allowed = token.can("read-all") or service.jobs.owner_of_record(record_id) == token.id
+        if record is None or record.kind != "decision" or not allowed:
+            raise HTTPException(404, f"decision {record_id} not found")
+        return {**record.body, "audit": {"seq": record.seq, "hash": record.hash}}
+
+    @app.get("/decisions", tags=["decisions"])
+    def list_decisions(
+        service: ServiceDep, token: Reviewer, digest: str | None = None, limit: int = 50
+    ) -> Any:
+        """List decisions, newest first, optionally for one artifact digest."""
+        records = service.audit.records(
+            limit=min(max(limit, 1), 500) * 4, newest_first=True, artifact_digest=digest
+        )
+        found = [r for r in records if r.kind == "decision"][: min(max(limit, 1), 500)]
+        return [
+            {
+                "id": r.record_id,
+                "seq": r.seq,
+                "created_at": r.created_at,
+                "digest": r.artifact_digest,
+                "stage": r.body.get("stage"),
+                "decision": r.body.get("decision"),
+                "summary": r.body.get("summary"),
+            }
+            for r in found
+        ]
+
+    @app.get("/audit", tags=["audit"])
+    def list_audit(service: ServiceDep, token: Reviewer, limit: int = 100) -> Any:
+        """List audit records, newest first."""
+        records = service.audit.records(limit=min(max(limit, 1), 1000), newest_first=True)
+        return [r.to_json() for r in records]
+
+    @app.get("/audit/verify", tags=["audit"])
+    def verify_audit(service: ServiceDep, token: Reviewer) -> Any:
+        """Walk the hash chain and report the first break."""
+        result = service.audit.verify()
+        return {
+            "ok": result.ok,
+            "records": result.records,
+            "first_bad_seq": result.first_bad_seq,
+            "problem": result.problem,
+        }
+
+
+def _register_quarantine(app: FastAPI) -> None:
+    @app.get("/quarantine", tags=["quarantine"])
+    def list_quarantine(
+        service: ServiceDep,
+        token: Reviewer,
+        stage: Stage | None = None,
+        severity: Literal["info", "low", "medium", "high", "critical"] | None = None,
+        older_than_hours: float | None = None,
+    ) -> Any:
+        """List the quarantine queue, oldest first."""
+        older = timedelta(hours=older_than_hours) if older_than_hours is not None else None
+        items = list_queue(service.home, stage=stage, min_severity=severity, older_than=older)
+        return [i.to_json() for i in items]
+
+    @app.get("/quarantine/{digest}", tags=["quarantine"])
+    def get_quarantined(digest: str, service: ServiceDep, token: Reviewer) -> Any:
+        """Return a quarantined artifact's record, earlier decisions and exceptions."""
+        return show_item(service.home, digest)
+
+    @app.post("/quarantine/{digest}/approve", tags=["quarantine"])
+    def approve_quarantined(
+        digest: str, body: ApproveRequest, service: ServiceDep, token: Reviewer
+    ) -> Any:
+        """Approve with a reason and an expiry; promote when the decision becomes allow."""
+        result = approve_item(
+            service.home,
+            digest,
+            reason=body.reason,
+            approver=f"{token.name} (token {token.id})",
+            expires=body.expires,
+            policy=service.config.policy,
+        )
+        return result.to_json()
+
+    @app.post("/quarantine/{digest}/reject", tags=["quarantine"])
+    def reject_quarantined(
+        digest: str, body: RejectRequest, service: ServiceDep, token: Reviewer
+    ) -> Any:
+        """Reject and remove from the quarantine store."""
+        reject_item(service.home, digest, reason=body.reason, reviewer=f"{token.name} ({token.id})")
+        return {"rejected": digest}
+
+
+def _register_tokens(app: FastAPI) -> None:
+    @app.post("/tokens", status_code=201, tags=["tokens"])
+    def create_token(body: TokenRequest, service: ServiceDep, token: Admin) -> Any:
+        """Create a token; its secret appears only in this response."""
+        created, secret = service.tokens.create(body.name, body.role)
+        logger.info("token %s (%s) created by %s", created.id, created.role, token.id)
+        return {**created.to_json(), "token": secret}
+
+    @app.get("/tokens", tags=["tokens"])
+    def list_tokens(service: ServiceDep, token: Admin) -> Any:
+        return [t.to_json() for t in service.tokens.list()]
+
+    @app.delete("/tokens/{token_id}", status_code=204, tags=["tokens"])
+    def revoke_token(token_id: str, service: ServiceDep, token: Admin) -> Response:
+        if not service.tokens.revoke(token_id):
+            raise HTTPException(404, f"token {token_id} not found or already revoked")
+        logger.info("token %s revoked by %s", token_id, token.id)
+        return Response(status_code=204)
+
+
+def _register_operations(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> Any:
+        """Liveness: the process responds."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    def readyz(service: ServiceDep) -> Any:
+        """Readiness: the database responds and the store is writable."""
+        problems = []
+        try:
+            with service.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            problems.append(f"database: {exc}")
+        store = service.home / "store"
+        store.mkdir(exist_ok=True)
+        probe = store / f".ready-{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            problems.append(f"store {store} is not writable: {exc.strerror or exc}")
+        if problems:
+            return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+        return {"status": "ready"}
+
+    @app.get("/metrics", tags=["operations"])
+    def metrics(service: ServiceDep) -> Response:
+        """Prometheus metrics in the text exposition format."""
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/k8s/admission-review", tags=["kubernetes"])
+    async def admission_review(request: Request, service: ServiceDep) -> Any:
+        """Validating admission webhook for pods; see the ``attestgate.dev/models`` annotation."""
+        try:
+            document = json.loads(await request.body())
+            return webhook.review(document, service.latest_decision)
+        except ValueError as exc:
+            raise HTTPException(400, f"invalid AdmissionReview: {exc}") from exc
+
+
+def _access_log(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def log_request(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        service: Service = request.app.state.service
+        service.metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        response.headers["x-request-id"] = request_id
+        logger.info(
+            "%s %s %d",
+            request.method,
+            template,
+            response.status_code,
+            extra={
+                "request_id": request_id,
+                "method": request.method,
+                "route": template,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
+        return response
+
+
+def create_app(config: ServiceConfig) -> FastAPI:
+    """Build the application; it starts its workers now and stops them on shutdown."""
+    service = Service(config)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        logger.info("service started with state directory %s", config.home)
+        yield
+        service.close()
+        logger.info("service stopped")
+
+    app = FastAPI(
+        title="attestgate",
+        version=__version__,
+        description="Promotion gate for machine-learning artifacts: admissions, decisions, "
+        "the quarantine queue and a Kubernetes admission webhook.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    @app.exception_handler(AttestgateError)
+    async def gate_error(_request: Request, exc: AttestgateError) -> JSONResponse:
+        status = 400 if isinstance(exc, UsageError) else 500
+        if isinstance(exc, NotQueuedError):
+            status = 404
+        return JSONResponse({"detail": exc.message, "hint": exc.hint}, status_code=status)
+
+    _register_admissions(app)
+    _register_decisions(app)
+    _register_quarantine(app)
+    _register_tokens(app)
+    _register_operations(app)
+    from attestgate.service.ui import register_ui
+
+    register_ui(app)
+    _access_log(app)
+    return app

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from attestgate.audit import AuditLog
+from attestgate.cli.main import main
+from attestgate.errors import UsageError
+from attestgate.pipeline import admit
+from attestgate.stores import ContentStore, act_on_admission, approve, list_queue, reject, show
+
+
+def _quarantine(home: Path, path: Path, stage: str = "deployment") -> str:
+    admission = admit(path, stage=stage, home=home)
+    assert admission.action == "quarantine"
+    act_on_admission(home, admission.record)
+    return f"sha256:{admission.record['artifact']['digest']['sha256']}"
+
+
+def _later(days: int = 30) -> datetime:
+    return datetime.now(UTC) + timedelta(days=days)
+
+
+def test_list_filters(tmp_path: Path, model: Path, model_dir: Path) -> None:
+    home = tmp_path / "home"
+    _quarantine(home, model, "training")
+    _quarantine(home, model_dir, "deployment")
+    assert len(list_queue(home)) == 2
+    assert [i.stage for i in list_queue(home, stage="training")] == ["training"]
+    assert list_queue(home, min_severity="high") == []
+    assert list_queue(home, older_than=timedelta(hours=1)) == []
+
+
+def test_show_history(tmp_path: Path, model: Path) -> None:
+    home = tmp_path / "home"
+    digest = _quarantine(home, model)
+    shown = show(home, digest)
+    assert shown["item"]["digest"] == digest
+    assert [h["kind"] for h in shown["history"]] == ["decision", "promotion"]
+
+
+def test_approve_promotes(tmp_path: Path, model: Path) -> None:
+    home = tmp_path / "home"
+    digest = _quarantine(home, model)
+    result = approve(home, digest, reason="built in-house", approver="ana", expires=_later())
+    assert result.decision == "allow"
+    assert result.promotion is not None
+    assert ContentStore(home, "trusted").contains(digest)
+    assert not ContentStore(home, "quarantine").contains(digest)
+    assert [e.rule for e in result.exceptions] == ["provenance.missing"]
+    log = AuditLog(home)
+    try:
+        kinds = [r.kind for r in log.records()]
+        assert log.verify().ok
+    finally:
+        log.close()
+    assert kinds[2:] == [
+        "exception.add",
+        "quarantine.approve",
+        "decision",
+        "promotion",
+        "quarantine.release",
+    ]
+
+
+def test_approve_needs_future_expiry(tmp_path: Path, model: Path) -> None:
+    home = tmp_path / "home"
+    digest = _quarantine(home, model)
+    with pytest.raises(UsageError, match="in the past"):
+        approve(home, digest, reason="ok", approver="ana", expires=_later(-1))
+    with pytest.raises(UsageError, match="reason"):
+        approve(home, digest, reason=" ", approver="ana", expires=_later())
+
+
+def test_reject_removes(tmp_path: Path, model: Path) -> None:
+    home = tmp_path / "home"
+    digest = _quarantine(home, model)
+    assert reject(home, digest, reason="unknown origin", reviewer="ana")
+    assert list_queue(home) == []
+    with pytest.raises(UsageError, match="not in the quarantine queue"):
+        show(home, digest)
+
+
+def test_cli_workflow(tmp_path: Path, model: Path) -> None:
+    home = tmp_path / "home"
+    out = io.StringIO()
+    code = main(["admit", str(model), "--promote", "--home", str(home), "--format", "json"], out)
+    assert code == 3
+    promotion = json.loads(out.getvalue())["promotion"]
+    assert promotion["store"] == "quarantine"
+    out = io.StringIO()
+    assert main(["quarantine", "list", "--home", str(home), "--format", "json"], out) == 0
+    items = json.loads(out.getvalue())
+    assert len(items) == 1
+    expiry = _later().date().isoformat()
+    args = [
+        "quarantine",
+        "approve",
+        items[0]["digest"],
+        "--reason",
+        "in-house",
+        "--expires",
+        expiry,
+    ]
+    out = io.StringIO()
+    assert main([*args, "--approver", "ana", "--home", str(home)], out) == 0
+    assert "promoted to the trusted store" in out.getvalue()
