@@ -15,34 +15,24 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from attestgate.audit import AuditLog, AuditRecord
-from attestgate.dynamic.runner import run_dynamic
 from attestgate.errors import UsageError
-from attestgate.evidence import EvidenceReport, TrustConfig, verify_evidence
-from attestgate.evidence.interface import VERSION as EVIDENCE_VERSION
 from attestgate.findings import Finding, Severity
 from attestgate.identify.stream import Progress, process_files, root_digest
 from attestgate.identify.walk import walk
-from attestgate.intake import inspect_local, inspect_reference, is_reference
-from attestgate.policy import (
-    STAGES,
-    Decision,
-    Policy,
-    annotate_record,
-    evaluate,
-    load_default_policy,
-)
-from attestgate.policy.exceptions import load_exceptions
-from attestgate.policy.tiers import choose_tier
-from attestgate.policy.trust import trust_config
 from attestgate.record import ArtifactIdentity, CheckRun, build_record, check_runs
-from attestgate.reports.importers import import_reports, imported_checks, imported_findings
 from attestgate.scanners.interface import Limits
+from attestgate.stages import STAGES
+
+if TYPE_CHECKING:
+    from attestgate.audit import AuditLog, AuditRecord
+    from attestgate.evidence import EvidenceReport, TrustConfig
+    from attestgate.policy import Decision, Policy
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +72,8 @@ def inspect(
             f"artifact path {path} does not exist", hint="check the path and try again"
         )
     limits = limits or Limits()
+    from attestgate.intake import inspect_local
+
     local = inspect_local(path, limits, progress, workers)
     if local is not None:
         # An image layout or archive, or a Hugging Face cache snapshot.
@@ -145,6 +137,8 @@ def _evidence(
     tier: str | None = None,
 ) -> EvidenceReport:
     """Verify the evidence for the inspected artifact under the combined trust configuration."""
+    from attestgate.evidence import verify_evidence
+
     combined = policy_trust(policy, stage, tier)
     if trust is not None:
         combined = combined.merge(trust)
@@ -159,6 +153,8 @@ def _evidence(
 
 def policy_trust(policy: Policy, stage: str | None = None, tier: str | None = None) -> TrustConfig:
     """Return the signers the policy trusts: its ``trust`` mapping and the stage's signers."""
+    from attestgate.policy.trust import trust_config
+
     return trust_config(policy, stage, tier)
 
 
@@ -203,24 +199,114 @@ def admit(
     """
     if stage not in STAGES:
         raise UsageError(f"unknown stage {stage!r}", hint=f"use one of: {', '.join(STAGES)}")
-    policy = policy or load_default_policy()
+    from attestgate.intake.references import is_reference
+
+    imports: list[Any] = []
+    if imported_reports:
+        from attestgate.reports.importers import import_reports
+
+        imports = import_reports(imported_reports, artifact=path)
+    # The policy engine, the evidence verifiers and the database driver take
+    # about a second to import. A thread loads them and opens the audit log
+    # while this thread hashes the artifact, which releases the GIL.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="attestgate-prepare") as pool:
+        prepared = pool.submit(_prepare, home, policy)
+        try:
+            remote, inspection = _fetch_and_inspect(
+                path, stage, home, limits, progress, workers, is_reference(path)
+            )
+        except BaseException:
+            _close_prepared(prepared)
+            raise
+        audit, policy = prepared.result()
+    return _decide(
+        path,
+        stage=stage,
+        policy=policy,
+        audit=audit,
+        remote=remote,
+        inspection=inspection,
+        evidence=evidence,
+        trust=trust,
+        discover_evidence=discover_evidence,
+        dynamic=dynamic,
+        signal_files=signal_files,
+        imports=imports,
+        tier=tier,
+        labels_file=labels_file,
+        now=now,
+    )
+
+
+def _prepare(home: Path, policy: Policy | None) -> tuple[AuditLog, Policy]:
+    import attestgate.dynamic.runner
+    import attestgate.evidence
+    import attestgate.policy.exceptions  # noqa: F401 - loaded here, used after the pass
+    from attestgate.audit import AuditLog
+    from attestgate.policy import load_default_policy
+
+    return AuditLog(home), policy or load_default_policy()
+
+
+def _close_prepared(prepared: Future[tuple[AuditLog, Policy]]) -> None:
+    # The pass failed: release the audit log the other thread opened, and let
+    # the pass's error, not a second one from the preparation, reach the caller.
+    try:
+        prepared.result()[0].close()
+    except Exception:
+        logger.debug("preparation also failed", exc_info=True)
+
+
+def _fetch_and_inspect(
+    path: Path,
+    stage: str,
+    home: Path,
+    limits: Limits | None,
+    progress: Progress | None,
+    workers: int | None,
+    reference: bool,
+) -> tuple[Any, Inspection]:
+    # An oci:// or hf:// reference is fetched into the state directory first.
+    remote = None
+    if reference:
+        from attestgate.intake import inspect_reference
+
+        remote = inspect_reference(path, home / "intake", stage, home=home, limits=limits)
+    target = remote.path if remote is not None else path
+    return remote, inspect(target, limits=limits, progress=progress, workers=workers)
+
+
+def _decide(
+    path: Path,
+    *,
+    stage: str,
+    policy: Policy,
+    audit: AuditLog,
+    remote: Any,
+    inspection: Inspection,
+    evidence: Sequence[Path],
+    trust: TrustConfig | None,
+    discover_evidence: bool,
+    dynamic: list[str] | None,
+    signal_files: list[Path] | None,
+    imports: list[Any],
+    tier: str | None,
+    labels_file: Path | None,
+    now: datetime | None,
+) -> Admission:
+    from attestgate.dynamic.runner import run_dynamic
+    from attestgate.evidence.interface import VERSION as EVIDENCE_VERSION
+    from attestgate.policy import annotate_record, evaluate
+    from attestgate.policy.exceptions import load_exceptions
+    from attestgate.policy.tiers import choose_tier
+
     tier_choice = choose_tier(
         policy,
         requested=tier,
-        artifact=None if is_reference(path) else path,
+        artifact=None if remote is not None else path,
         labels_file=labels_file,
     )
-    imports = import_reports(imported_reports or [], artifact=path)
-    audit = AuditLog(home)
     try:
-        # An oci:// or hf:// reference is fetched into the state directory first.
-        remote = (
-            inspect_reference(path, home / "intake", stage, home=home, limits=limits)
-            if is_reference(path)
-            else None
-        )
-        target = remote.path if remote is not None else path
-        inspection = inspect(target, limits=limits, progress=progress, workers=workers)
         if remote is not None:
             remote.attach(inspection)
             evidence = [*evidence, *remote.evidence]
@@ -256,6 +342,8 @@ def admit(
         checks.extend(dynamic_report.checks)
         timings["dynamic"] = time.perf_counter() - t0
         if imports:
+            from attestgate.reports.importers import imported_checks, imported_findings
+
             findings = findings + imported_findings(imports)
             checks.extend(imported_checks(imports))
             timings["import"] = sum(imported.seconds for imported in imports)

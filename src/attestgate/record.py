@@ -6,13 +6,16 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from attestgate._jsonschema import jsonschema
 from attestgate._version import __version__
 from attestgate.findings import Finding
 from attestgate.identify.stream import FileReport
-from attestgate.policy import Decision, Policy
+
+if TYPE_CHECKING:
+    # Imported for annotations only: intake and the pipeline build records
+    # before the policy engine and jsonschema need to load.
+    from attestgate.policy import Decision, Policy
 
 SCHEMA_VERSION = "1"
 RECORD_KIND = "attestgate.decision"
@@ -117,4 +120,6 @@ def record_schema() -> dict[str, Any]:
 
 def validate_record(record: dict[str, Any]) -> None:
     """Raise ``jsonschema.ValidationError`` when ``record`` breaks the published schema."""
+    from attestgate._jsonschema import jsonschema
+
     jsonschema.validate(record, record_schema(), cls=jsonschema.Draft202012Validator)

@@ -1,12 +1,15 @@
 """The gate's database: one engine per state directory, shared by every table.
 
-SQLite in the state directory is the embedded default. Tables for the audit
-log, exceptions and the quarantine queue live in the same database file, so
-one transaction can touch several of them.
+SQLite in the state directory is the embedded default. When several gate
+replicas serve one organisation, ``ATTESTGATE_DATABASE_URL`` (a SQLAlchemy
+URL such as ``postgresql+psycopg://user:password@host/db``) selects a shared
+database instead; the audit chain's head file still lives in each state
+directory.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 DB_FILE = "attestgate.db"
+DATABASE_URL_ENV = "ATTESTGATE_DATABASE_URL"
 
 
 def db_error(exc: sa.exc.SQLAlchemyError) -> str:
@@ -23,9 +27,17 @@ def db_error(exc: sa.exc.SQLAlchemyError) -> str:
     return str(orig) if orig is not None else str(exc).split("\n", 1)[0]
 
 
-def open_engine(home: Path) -> Engine:
-    """Return an engine for the SQLite database in the state directory ``home``."""
-    engine = sa.create_engine(f"sqlite:///{home / DB_FILE}")
+def database_url(home: Path) -> str:
+    """Return the configured database URL, or the SQLite file in ``home``."""
+    return os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{home / DB_FILE}"
+
+
+def open_engine(home: Path, url: str | None = None) -> Engine:
+    """Return an engine for the gate's database: ``url``, the environment's, or SQLite."""
+    url = url or database_url(home)
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url)
 
     # pysqlite opens transactions lazily and as DEFERRED, which lets two
     # writers read the same head and fork the audit chain. Take the write

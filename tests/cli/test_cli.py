@@ -151,12 +151,12 @@ def test_policy_default_prints_yaml():
 
 
 def test_internal_error_exit_1(home, model, monkeypatch, capsys):
-    import attestgate.pipeline
+    import attestgate.policy
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(attestgate.pipeline, "evaluate", boom)
+    monkeypatch.setattr(attestgate.policy, "evaluate", boom)
     code, out = run("admit", str(model), "--home", str(home))
     assert code == 1
     assert out == ""

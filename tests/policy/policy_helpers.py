@@ -42,7 +42,12 @@ ARTIFACT = {
     "digest": {"sha256": DIGEST},
     "size": 64,
     "files": [
-        {"path": "model.safetensors", "size": 48, "digest": {"sha256": "0" * 64}, "format": "safetensors"},
+        {
+            "path": "model.safetensors",
+            "size": 48,
+            "digest": {"sha256": "0" * 64},
+            "format": "safetensors",
+        },
         {"path": "config.json", "size": 16, "digest": {"sha256": "1" * 64}, "format": "json"},
     ],
 }
@@ -53,7 +58,9 @@ def policy_from(text: str, source: str = "test.yaml") -> Policy:
 
 
 def finding(rule: str, severity: Severity, file: str = "model") -> Finding:
-    return Finding(rule, severity, file, f"{rule} happened", "fix it", check=rule.split(".")[0])
+    return Finding(
+        rule, severity, file, f"{rule} happened", "fix it", check=rule.split(".", maxsplit=1)[0]
+    )
 
 
 def piece(
@@ -93,16 +100,20 @@ def claims(source_training: str, source_release: str) -> dict[str, Any]:
 def evidence(state: str) -> tuple[dict[str, Any], list[Finding]]:
     """Return an evidence section and the evidence findings for a named evidence state.
 
-    none: no evidence at all; untrusted: a valid signature from an untrusted
-    key; signed: a trusted signature; attested: a trusted signature, complete
-    trusted claims and trusted SLSA provenance (build level 2); forged:
-    provenance whose builder does not match its signer.
+    - none: no evidence at all.
+    - untrusted: a valid signature from an untrusted key.
+    - signed: a trusted signature.
+    - attested: a trusted signature, complete trusted claims and trusted SLSA
+      provenance (build level 2).
+    - forged: provenance whose builder does not match its signer.
     """
     empty = {"status": "incomplete", "pieces": [], "claims": {}, "trust": {}}
     if state == "none":
         return empty, [finding("provenance.missing", Severity.MEDIUM)]
     if state == "untrusted":
-        pieces = [piece("model/model.sig", kind="model-signature", trusted=False, status="incomplete")]
+        pieces = [
+            piece("model/model.sig", kind="model-signature", trusted=False, status="incomplete")
+        ]
         section = {**empty, "pieces": pieces}
         return section, [finding("evidence.untrusted-signer", Severity.MEDIUM, "model.sig")]
     if state == "signed":
@@ -167,8 +178,8 @@ def write_keypair(folder: Path, name: str = "key") -> tuple[Path, Path]:
 
 def write_model(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({"w": np.arange(16, dtype=np.float32).reshape(4, 4)}, str(folder / "model.safetensors"))
+    save_file(
+        {"w": np.arange(16, dtype=np.float32).reshape(4, 4)}, str(folder / "model.safetensors")
+    )
     (folder / "config.json").write_text(json.dumps({"model_type": "tiny", "hidden_size": 4}))
     return folder
-
-

@@ -46,9 +46,9 @@ def test_literal_rule_ids_catalogued():
     for path, text in _sources():
         for match in LITERAL.finditer(text):
             rule = match.group(1)
-            if rule.split(".", 1)[0] in prefixes and rule not in NOT_RULES:
-                if not catalogue.is_known(rule):
-                    missing.add(f"{rule} ({path.relative_to(SRC)})")
+            candidate = rule.split(".", 1)[0] in prefixes and rule not in NOT_RULES
+            if candidate and not catalogue.is_known(rule):
+                missing.add(f"{rule} ({path.relative_to(SRC)})")
     assert sorted(missing) == []
 
 
@@ -84,9 +84,7 @@ def test_catalogue_ids_exist_in_source():
     stale = [
         rule
         for rule in catalogue.ALL_RULES
-        if not rule.startswith("policy.")
-        and rule not in dynamic_kinds
-        and f'"{rule}"' not in text
+        if not rule.startswith("policy.") and rule not in dynamic_kinds and f'"{rule}"' not in text
     ]
     assert stale == []
 

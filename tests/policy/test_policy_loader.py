@@ -243,7 +243,9 @@ def test_v1_rejects_v2_fields():
 def test_v1_evaluates_as_before():
     # Under v1, medium findings of every category map by severity alone.
     section, findings = evidence("none")
-    decision = evaluate(policy_from(V1), "deployment", findings, evidence=section, artifact=ARTIFACT)
+    decision = evaluate(
+        policy_from(V1), "deployment", findings, evidence=section, artifact=ARTIFACT
+    )
     assert decision.action.label == "allow"
 
 

@@ -236,9 +236,7 @@ def test_reason_names_tier_entry(matrix_policy):
 
 def test_requirement_reason_names_line(matrix_policy):
     section, findings = evidence("signed")
-    decision = evaluate(
-        matrix_policy, "deployment", findings, evidence=section, artifact=ARTIFACT
-    )
+    decision = evaluate(matrix_policy, "deployment", findings, evidence=section, artifact=ARTIFACT)
     [reason] = [r for r in decision.reasons if r.rule == TRAIN]
     assert reason.source == "requirement"
     assert reason.policy_path == "stages.deployment.require.trainingClaims"
@@ -247,9 +245,7 @@ def test_requirement_reason_names_line(matrix_policy):
 
 def test_untrusted_signer_named_in_reason(matrix_policy):
     section, findings = evidence("untrusted")
-    decision = evaluate(
-        matrix_policy, "deployment", findings, evidence=section, artifact=ARTIFACT
-    )
+    decision = evaluate(matrix_policy, "deployment", findings, evidence=section, artifact=ARTIFACT)
     [reason] = [r for r in decision.reasons if r.rule == SIG]
     assert "whom this stage does not trust" in reason.message
 
@@ -259,9 +255,7 @@ def test_claims_from_unsigned_statement_do_not_count(matrix_policy):
     for item in section["pieces"]:
         if item["source"].startswith("training"):
             item["signature"] = "unsigned"
-    decision = evaluate(
-        matrix_policy, "deployment", findings, evidence=section, artifact=ARTIFACT
-    )
+    decision = evaluate(matrix_policy, "deployment", findings, evidence=section, artifact=ARTIFACT)
     [reason] = [r for r in decision.reasons if r.rule == TRAIN]
     assert "not from signed evidence" in reason.message
 

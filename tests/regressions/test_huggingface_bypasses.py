@@ -6,8 +6,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from attestgate.findings import Finding
 from attestgate.pipeline import inspect
+from attestgate.scanners import huggingface
 from attestgate.scanners.huggingface import _auto_map_targets
 from attestgate.scanners.interface import Limits
 
@@ -56,3 +59,14 @@ def test_custom_pipeline_in_another_repository(decide: Decide, write: Write) -> 
     action, findings = decide(write("repo/config.json", json.dumps(config).encode()))
     assert "hf.auto-map-remote" in rules(findings)
     assert action == "block"
+
+
+def test_json_of_many_tiny_values(
+    decide: Decide, write: Write, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "[{},{},...]" costs about twenty times its size once parsed.
+    monkeypatch.setattr(huggingface, "MAX_JSON_VALUES", 1000)
+    bomb = b'{"auto_map": {}, "x": [' + b"{}," * 2000 + b"{}]}"
+    action, findings = decide(write("repo/config.json", bomb))
+    assert "hf.config-unparsed" in rules(findings)
+    assert action == "quarantine"

@@ -221,3 +221,10 @@ def test_json_log_line() -> None:
     assert line["message"] == "hi a"
     assert line["request_id"] == "r1"
     assert line["level"] == "info"
+
+
+def test_admission_long_poll(env: Env) -> None:
+    headers = env.auth("submitter")
+    job = env.client.post("/admissions", json={"path": "model.bin"}, headers=headers).json()
+    waited = env.client.get(f"/admissions/{job['id']}", params={"wait": 30}, headers=headers)
+    assert waited.json()["status"] == "done"

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,12 @@ from attestgate.pipeline import admit
 from attestgate.policy import Policy
 from attestgate.stores import ContentStore, StoreError, act_on_admission, fsck, promote
 from attestgate.stores import local as store_local
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def _kinds(home: Path) -> list[str]:
@@ -93,8 +101,12 @@ def test_crash_before_publish(
     monkeypatch.undo()
     assert list(ContentStore(home, "trusted").digests()) == []
     assert _kinds(home) == ["decision", "promotion"]
+    staging = home / "store" / ".tmp"
+    assert fsck(home) == []
+    (left,) = staging.iterdir()
+    left.rename(staging / f"trusted-{_dead_pid()}-0")
     assert len(fsck(home)) == 1
-    assert list((home / "store" / ".tmp").iterdir()) == []
+    assert list(staging.iterdir()) == []
 
 
 def test_crash_during_copy(

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from attestgate.errors import StorageError, UsageError
-from attestgate.storage import DB_FILE, db_error, open_engine
+from attestgate.storage import DB_FILE, database_url, db_error, open_engine
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,10 @@ audit_records = sa.Table(
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
 )
+
+
+def _database_exists(home: Path) -> bool:
+    return not database_url(home).startswith("sqlite") or (home / DB_FILE).is_file()
 
 
 def canonical_json(value: Any) -> bytes:
@@ -118,7 +122,7 @@ class AuditLog:
     def __init__(self, home: Path, *, create: bool = True) -> None:
         """Open the audit log in ``home``; with ``create=False`` it must already exist."""
         self.home = home
-        if not create and not (home / DB_FILE).is_file():
+        if not create and not _database_exists(home):
             raise UsageError(
                 f"no audit log at {home}",
                 hint="check --home or ATTESTGATE_HOME; the log is created by the first admission",
@@ -136,6 +140,9 @@ class AuditLog:
                 hint="pass a writable directory with --home or ATTESTGATE_HOME",
             ) from exc
         self.head_path = home / HEAD_FILE
+        # A shared database is written by several replicas, each with its
+        # own state directory; one that never appended has no head file.
+        self.shared = not database_url(home).startswith("sqlite")
         self.engine = open_engine(home)
         try:
             metadata.create_all(self.engine)
@@ -161,6 +168,11 @@ class AuditLog:
         body_text = canonical_json(body).decode("utf-8")
         try:
             with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Serialise appenders so that two replicas cannot both
+                    # extend the same head; SQLite's BEGIN IMMEDIATE does this
+                    # for the embedded database.
+                    conn.execute(sa.text("LOCK TABLE audit_records IN EXCLUSIVE MODE"))
                 last = conn.execute(
                     sa.select(audit_records.c.seq, audit_records.c.hash)
                     .order_by(audit_records.c.seq.desc())
@@ -365,9 +377,10 @@ class AuditLog:
                     f"the log ends at record {count} but record {head_seq} was appended: "
                     "records were removed from the end",
                 )
-            if head_seq < count:
+            if head_seq < count and not self.shared:
                 # append() writes the head before it commits, so the head is
-                # never behind the log it describes.
+                # never behind the log it describes. Other replicas extend a
+                # shared database without touching this directory's head.
                 return VerifyResult(
                     False,
                     count,
@@ -383,7 +396,7 @@ class AuditLog:
                     f"record {head_seq} differs from the head recorded when it was appended: "
                     "the log was rewritten",
                 )
-        elif count:
+        elif count and not self.shared:
             return VerifyResult(
                 False,
                 count,

@@ -188,7 +188,6 @@ def _artifact_size(path: Path) -> int:
 def run(args: argparse.Namespace, stdout: TextIO) -> int:
     from attestgate.cli.render import render_decision
     from attestgate.pipeline import admit
-    from attestgate.policy import load_default_policy, load_policy
 
     path: Path = args.path
     common.check_output(args.output, path)
@@ -197,7 +196,13 @@ def run(args: argparse.Namespace, stdout: TextIO) -> int:
             f"artifact path {path} does not exist",
             hint="pass the model file or directory to admit",
         )
-    policy = load_policy(args.policy) if args.policy else load_default_policy()
+    policy = None
+    if args.policy:
+        # A policy file is checked before any work, so a mistake in it costs
+        # nothing. The built-in policy loads beside the hash pass instead.
+        from attestgate.policy import load_policy
+
+        policy = load_policy(args.policy)
     home = args.home or common.default_home()
     trust = trust_from_args(args)
     _check_vsa_options(args, path)
@@ -242,5 +247,9 @@ def run(args: argparse.Namespace, stdout: TextIO) -> int:
         write_atomically(args.vsa_out, sign_vsa(admission.record, args.vsa_key))
         record["vsa"] = {"path": str(args.vsa_out)}
     text = common.dump_json(record) if args.format == "json" else render_decision(record)
+    promoted = record.get("promotion")
+    if args.format != "json" and promoted:
+        stored = f"stored in the {promoted['store']} store at {promoted['path']}"
+        text = f"{text.rstrip()}\n{stored}\n"
     common.emit(text, args.output, stdout)
     return common.EXIT_FOR_ACTION[admission.action]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from attestgate.audit import AuditRecord, VerifyResult
+if TYPE_CHECKING:
+    from attestgate.audit import AuditRecord, VerifyResult
 
 # C0 and C1 controls, bidirectional overrides and lone surrogates.
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
-import jsonschema
+from attestgate._jsonschema import jsonschema
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import jsonschema
+from attestgate._jsonschema import jsonschema
 
 MAX_ERRORS = 10
 

@@ -320,7 +320,7 @@ ALL_RULES: frozenset[str] = frozenset(rule for rules in RULES.values() for rule 
 
 @dataclass(frozen=True)
 class RuleInfo:
-    """What the catalogue holds about one rule id."""
+    """The catalogue entry of one rule id: its check and category."""
 
     rule: str
     check: str

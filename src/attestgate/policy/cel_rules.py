@@ -2,15 +2,16 @@
 
 CEL comes from ``common-expression-language`` (Python bindings over the Rust
 ``cel`` crate). It was chosen over the pure-Python ``cel-python`` because
-custom rules run on values taken from the artifact (file names, messages,
-label values): the Rust crate's regular expressions match in linear time,
-so a policy's ``matches()`` cannot be turned into a denial of service by a
-crafted file name, and evaluation is fast enough to run on every admission.
+custom rules run on values taken from the artifact, such as file names,
+messages and label values. The Rust crate's regular expressions match in
+linear time, so a crafted file name cannot turn a policy's ``matches()``
+into a denial of service. Evaluation is also fast enough to run on every
+admission.
 The package also ships type stubs, and a compiled program can be evaluated
 many times. It is imported only when a policy has custom rules, because its
 bundled command-line tool makes the import take about a second.
 
-An expression sees these variables:
+An expression can use these variables:
 
 ==========  ===============================================================
 stage       the stage name
@@ -45,8 +46,13 @@ if TYPE_CHECKING:
     import cel
 
 VARIABLES = ("stage", "tier", "artifact", "evidence", "findings", "counts", "deployment")
+# Entries of artifact.files and findings passed to expressions; counts and
+# artifact.size always cover everything.
 MAX_FILES = 10_000
 MAX_FINDINGS = 10_000
+# NOTE: the binding offers no time limit for evaluation. Expressions are at
+# most 4096 characters and the lists above are bounded, but comprehensions
+# nested inside each other cost the product of their list sizes.
 
 
 class CelRuleError(Exception):

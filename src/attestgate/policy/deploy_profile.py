@@ -6,12 +6,12 @@ claims declared and what the stage permitted), build:
 - a ``NetworkPolicy`` that selects the model's pods and denies all egress
   except to the declared and permitted destinations. A NetworkPolicy can
   only name IP ranges, so a destination given as a host name stays denied
-  and is listed in the ``attestgate.dev/egress-hosts`` annotation; allowing
-  it needs the cluster network plug-in's own host-name policy;
+  and is listed in the ``attestgate.dev/egress-hosts`` annotation. Allowing
+  it needs the cluster network plug-in's own host-name policy.
 - a ``Pod`` whose security context runs as a non-root user with the
-  runtime's default seccomp profile, a read-only root file system, no
-  privilege escalation and every capability dropped (adding back only the
-  declared and permitted ones), with no service account token. A GPU
+  runtime's default seccomp profile, a read-only root file system and no
+  privilege escalation. It drops every capability and adds back only the
+  declared and permitted ones, and mounts no service account token. A GPU
   (``nvidia.com/gpu: 1``) is requested only when the release claims declare
   it required; a model that declares file-system writes gets an
   ``emptyDir`` volume at ``/tmp`` instead of a writable root.

@@ -7,8 +7,8 @@ the evidence check copies into each piece's facts) declare network egress
 ``required``) and extra Linux capabilities (comma-separated). Every bound
 piece that did not fail counts, and their declarations add up.
 
-A stage's ``limits`` say what it permits; a limit that is not set places no
-restriction. Each declared need beyond a limit is an excess, reported by
+A stage's ``limits`` list what it permits, and a limit that is not set places
+no restriction. Each declared need beyond a limit is an excess, reported by
 name. What is both declared and permitted becomes the least-privilege
 deployment profile that ``attestgate deploy-profile`` prints.
 """

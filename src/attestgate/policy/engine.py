@@ -7,13 +7,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attestgate.errors import PolicyError
 from attestgate.findings import Finding, Severity
 from attestgate.policy import catalogue
 from attestgate.policy.deployment import check_deployment
-from attestgate.policy.exceptions import PolicyException, apply_exceptions
 from attestgate.policy.facts import PolicyFact, policy_finding, summarize_evidence
 from attestgate.policy.format_rules import check_formats
 from attestgate.policy.loader import (
@@ -41,6 +40,9 @@ from attestgate.policy.model import (
 )
 from attestgate.policy.profile import Profile, effective_profile
 from attestgate.policy.requirements import check_requirements
+
+if TYPE_CHECKING:
+    from attestgate.policy.exceptions import PolicyException
 
 __all__ = [
     "MAX_POLICY_BYTES",
@@ -83,7 +85,7 @@ def map_finding(policy: Policy, profile: Profile, finding: Finding) -> Reason | 
     """Map one finding: the rules table, then its category's outcome, then its severity.
 
     A check-error rule never maps below quarantine, whatever the policy
-    says, so a check that failed to run never lets an artifact through.
+    maps it to, so a check that failed to run never lets an artifact through.
     Returns None when the finding maps to allow.
     """
     category = catalogue.category(finding.rule)
@@ -258,6 +260,10 @@ def evaluate(
         custom, custom_results = _custom_facts(profile, inputs, where)
         facts.extend(custom)
     reasons.extend(r for fact in facts if (r := _map_fact(policy, profile, fact)) is not None)
+
+    # Imported here: the exception store pulls in SQLAlchemy, which
+    # `attestgate policy check` and other light commands do not need.
+    from attestgate.policy.exceptions import apply_exceptions
 
     moment = now or datetime.now(UTC)
     outcome = apply_exceptions(reasons, exceptions, policy.document.get("exceptions") or {}, moment)

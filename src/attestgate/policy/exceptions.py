@@ -15,9 +15,10 @@ before it is recorded, so that a failure between the two steps never leaves
 an exception in force without a record.
 
 A rule of the check-error category (a check that failed to run) cannot be
-waived: the gate fails closed. A policy can ask for two different approvers
-before an exception waives a critical reason (``exceptions.twoApprovers``);
-the second approver adds their approval to the existing exception.
+waived, because the gate fails closed. A policy can ask for two different
+approvers before an exception waives a critical reason
+(``exceptions.twoApprovers``). The second approver adds their approval to the
+existing exception.
 """
 
 from __future__ import annotations
@@ -285,8 +286,9 @@ class ExceptionStore:
             raise UsageError(f"exception {exception_id} is {state}, so it cannot be approved")
         if approver in item.approvers:
             raise UsageError(
-                f"{approver} already approved exception {exception_id}",
-                hint="a second approval must come from a different person",
+                f"{approver} already approved exception {exception_id}, and a second "
+                "approval must come from a different person",
+                hint="ask another reviewer to run `attestgate exceptions approve ID`",
             )
         self.audit.append(
             "exception.approve",
@@ -397,7 +399,7 @@ def load_exceptions(
 
 @dataclass
 class ExceptionOutcome:
-    """Which reasons the exceptions waive, and what became of each exception."""
+    """The reasons the exceptions waive, and the state of each exception."""
 
     effective: list[Reason] = field(default_factory=list)
     waived: list[tuple[Reason, str]] = field(default_factory=list)

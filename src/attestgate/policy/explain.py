@@ -101,6 +101,22 @@ def explain(record: dict[str, Any]) -> dict[str, Any]:
 
 def render_explanation(explained: dict[str, Any]) -> str:
     """Render an explanation for people."""
+    out = _header_lines(explained)
+    out.append("")
+    out.append("reasons" if explained["reasons"] else "reasons   none")
+    out.extend(_reason_lines(explained["reasons"]))
+    if explained["waived"]:
+        out.append("")
+        out.append("waived by exceptions")
+        out.extend(_reason_lines(explained["waived"]))
+    out.extend(_exception_lines(explained["exceptions"]))
+    for result in explained.get("custom") or []:
+        if result.get("result") == "error":
+            out.append(f"custom rule {result['id']} failed: {result.get('error')}")
+    return "\n".join(_UNPRINTABLE.sub(_escape, line) for line in out)
+
+
+def _header_lines(explained: dict[str, Any]) -> list[str]:
     tier = explained.get("tier") or {}
     enforcement = explained.get("enforcement") or {}
     policy = explained.get("policy") or {}
@@ -121,32 +137,27 @@ def render_explanation(explained: dict[str, Any]) -> str:
     out.append(f"policy    {policy.get('name')} from {policy.get('source')}")
     if policy.get("note"):
         out.append(f"          {policy['note']}")
-    out.append("")
-    out.append("reasons" if explained["reasons"] else "reasons   none")
-    out.extend(_reason_lines(explained["reasons"]))
-    if explained["waived"]:
-        out.append("")
-        out.append("waived by exceptions")
-        out.extend(_reason_lines(explained["waived"]))
-    exceptions = explained["exceptions"]
+    return out
+
+
+def _exception_lines(exceptions: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     for key, title in (
         ("expired", "expired exceptions (no longer applied)"),
         ("pending", "exceptions waiting for a second approver"),
         ("ignored", "exceptions not applied"),
     ):
-        if exceptions.get(key):
-            out.append("")
-            out.append(title)
-            for item in exceptions[key]:
-                why = f": {item['why']}" if item.get("why") else ""
-                out.append(
-                    f"  {item['id']} {item['rule']} (expires {item['expires_at']}, approved by "
-                    f"{', '.join(item.get('approvers', []))}){why}"
-                )
-    for result in explained.get("custom") or []:
-        if result.get("result") == "error":
-            out.append(f"custom rule {result['id']} failed: {result.get('error')}")
-    return "\n".join(_UNPRINTABLE.sub(_escape, line) for line in out)
+        if not exceptions.get(key):
+            continue
+        out.append("")
+        out.append(title)
+        for item in exceptions[key]:
+            why = f": {item['why']}" if item.get("why") else ""
+            out.append(
+                f"  {item['id']} {item['rule']} (expires {item['expires_at']}, approved by "
+                f"{', '.join(item.get('approvers', []))}){why}"
+            )
+    return out
 
 
 def _escape(match: re.Match[str]) -> str:

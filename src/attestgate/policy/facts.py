@@ -9,13 +9,12 @@ reads that report, never the evidence files, and sums it up here:
 - claims: a training or release claim counts only when it is complete and
   comes from such a signed, trusted piece;
 - SLSA build level, following the SLSA v1.0 build track as far as a
-  verifier can observe it: level 1 when SLSA provenance binds the artifact,
-  level 2 when that provenance is signed by a trusted signer, level 3 when,
-  in addition, its builder id is one the policy lists under
-  ``require.slsa.builders`` (a verifier cannot see how hardened a build
-  platform is, so the policy names the builders it vouches for). A trusted,
-  bound verification summary with result PASSED counts for the levels it
-  lists.
+  verifier can observe it. Level 1 needs SLSA provenance that binds the
+  artifact, and level 2 needs that provenance signed by a trusted signer.
+  Level 3 needs, in addition, a builder id that the policy lists under
+  ``require.slsa.builders``, because a verifier cannot see how hardened a
+  build platform is. A trusted, bound verification summary with result
+  PASSED counts for the levels it lists.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ _VSA_LEVEL = re.compile(r"^SLSA_BUILD_LEVEL_([0-3])$")
 
 @dataclass(frozen=True)
 class PolicyFact:
-    """A finding the policy itself made, with the entry that asks for it.
+    """A finding the policy itself made, with the entry that requires it.
 
     ``action`` is the section's own action (``formats.action``,
     ``limits.action``, a custom rule's ``action``); None maps the finding
@@ -97,7 +96,7 @@ def describe_signer(piece: Mapping[str, Any]) -> str:
 
 @dataclass
 class EvidenceSummary:
-    """What the decision record's evidence section adds up to, for requirements and CEL."""
+    """The summary of a decision record's evidence section, for requirements and CEL."""
 
     status: str = "incomplete"
     signed: bool = False

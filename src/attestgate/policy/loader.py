@@ -9,11 +9,12 @@ Two versions load:
   exactly as before. Changing its ``apiVersion`` line to ``attestgate/v2``
   is the whole migration, and makes the newer sections available.
 
-Validation has three layers: YAML (syntax, duplicate keys, size), the JSON
-Schema of the document's version, and checks the schema cannot express
-(a check error mapped to allow, regular expressions and CEL expressions
-that do not compile, trust material that cannot be read). Each problem is
-reported as ``SOURCE:LINE: FIELD: MESSAGE``. Rule ids that the rule
+Validation has three layers. YAML is checked for syntax, duplicate keys and
+size. The document is validated against the JSON Schema of its version.
+Then come the checks the schema cannot express: a check error mapped to
+allow, regular expressions and CEL expressions that do not compile, and
+trust material that cannot be read. Each problem is reported as
+``SOURCE:LINE: FIELD: MESSAGE``. Rule ids that the rule
 catalogue does not know are warnings, not errors.
 """
 
@@ -99,7 +100,7 @@ def _line(lines: dict[DocPath, int], path: DocPath) -> int:
 
 
 def _deepest(error: Any) -> Any:
-    # For oneOf/anyOf, the sub-error that got furthest says most about the fix.
+    # For oneOf/anyOf, the sub-error that got furthest is the most useful one to show.
     if error.context:
         best = jsonschema.exceptions.best_match(error.context)
         if best is not None and len(best.absolute_path) >= len(error.absolute_path):

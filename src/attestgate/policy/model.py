@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attestgate.errors import PolicyError
-from attestgate.findings import Severity
+from attestgate.findings import Finding, Severity
 
 STAGES = ("training", "fine-tuning", "deployment")
 TIERS = ("low", "standard", "critical")
@@ -21,7 +21,7 @@ AUDIT = "audit"
 # A location in a policy document: mapping keys and sequence indexes.
 DocPath = tuple[str | int, ...]
 
-# Which part of the policy produced a reason.
+# The kind of policy entry that produced a reason.
 BY_RULE = "rule"
 BY_SEVERITY = "severity"
 BY_OUTCOME = "outcome"
@@ -32,7 +32,7 @@ BY_CUSTOM = "custom"
 
 
 class Action(enum.IntEnum):
-    """What the policy does with an artifact, ordered from least to most strict."""
+    """The action the policy takes on an artifact, ordered from least to most strict."""
 
     ALLOW = 0
     QUARANTINE = 1
@@ -153,7 +153,7 @@ class Decision:
     mode: str = ENFORCE
     waived: tuple[tuple[Reason, str], ...] = ()
     evaluation: dict[str, Any] = field(default_factory=dict)
-    policy_findings: tuple[Any, ...] = ()
+    policy_findings: tuple[Finding, ...] = ()
 
     @property
     def decided(self) -> Action:

@@ -18,11 +18,11 @@ change the artifact's digest: ``model.safetensors.labels.yaml`` for the file
       team: vision
 
 Label names follow Kubernetes label keys and values are strings. All labels
-reach custom rules as ``artifact.labels``. Whoever can write next to the
-artifact may be its producer, so a label file may raise the tier above the
+reach custom rules as ``artifact.labels``. The producer of an artifact may
+be able to write next to it, so a label file may raise the tier above the
 policy's default but not lower it, unless the policy sets
-``labels.allowLowerTier: true``; a lowering label is ignored and noted in
-the decision record.
+``labels.allowLowerTier: true``. A label that would lower the tier is
+ignored and noted in the decision record.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ The statement follows the SLSA VSA v1 predicate (slsa.dev/verification_summary/v
 - ``verifier.id``: :data:`VERIFIER_ID`, with the gate's version;
 - ``policy``: the policy's URI and the SHA-256 of its bytes;
 - ``verificationResult``: ``PASSED`` only when the policy itself decided
-  allow; a quarantine, a block, and a decision that audit mode reported as
+  allow. A quarantine, a block, and a decision that audit mode reported as
   allow are all ``FAILED``, because a downstream system must not trust an
   artifact the policy did not pass;
 - ``verifiedLevels``: on PASSED, the SLSA build level the evidence showed
@@ -68,6 +68,7 @@ def build_vsa(record: dict[str, Any]) -> dict[str, Any]:
     tier = str((evaluation.get("tier") or {}).get("name", "standard"))
     stage = str(record["stage"])
     passed = decided == "allow"
+
     if passed:
         level = int(((evaluation.get("evidence") or {}).get("slsa") or {}).get("level", 0))
         levels = [
@@ -77,6 +78,7 @@ def build_vsa(record: dict[str, Any]) -> dict[str, Any]:
         ]
     else:
         levels = ["FAILED"]
+
     name = Path(str(artifact.get("path", "artifact"))).name or "artifact"
     predicate: dict[str, Any] = {
         "verifier": {"id": VERIFIER_ID, "version": {"attestgate": __version__}},

@@ -27,7 +27,7 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 @dataclass(frozen=True)
 class YamlProblem:
-    """Why a document could not be loaded, and where (1-based line, 0 when unknown)."""
+    """The reason a document could not be loaded, and its line (1-based, 0 when unknown)."""
 
     line: int
     message: str

@@ -24,6 +24,8 @@ from attestgate.scanners.interface import ReadAt, Scanner, ScanResult
 # An auto_map value naming code in another repository: "owner/repo--module.Class".
 _REMOTE_REFERENCE = re.compile(r"^[\w.-]+/[\w.-]+--")
 MAX_PYTHON_BYTES = 4 * 1024 * 1024
+# A tokenizer_config.json with 200,000 added tokens holds about 1.4 million.
+MAX_JSON_VALUES = 4_000_000
 MAX_LISTED = 50
 # Named chat templates analysed per file; tokenizers ship a handful
 # (default, tool_use, rag).
@@ -92,22 +94,20 @@ class JsonConfigScanner(Scanner):
             self._parts.append(bytes(chunk))
 
     def close(self, read_at: ReadAt | None = None) -> ScanResult:
-        if self._size > self.ctx.limits.max_json_bytes:
+        limit = self.ctx.limits.max_json_bytes
+        if self._size > limit:
             # Large JSON files are data (tokenizer vocabularies, datasets);
             # configuration that loaders act on is small.
-            facts = {"json": "not parsed: larger than the JSON limit"}
-            if base_name(self.ctx.file) not in _CONFIG_NAMES:
-                return ScanResult(facts=facts)
-            return ScanResult(
-                findings=[
-                    self._unparsed(
-                        f"is {self._size} bytes, over the limit of {self.ctx.limits.max_json_bytes}"
-                    )
-                ],
-                facts=facts,
-            )
+            return self._not_parsed(f"is {self._size} bytes, over the limit of {limit}")
+        text = b"".join(self._parts)
+        # Every value costs tens of bytes once parsed, so "[{},{},...]" would
+        # take twenty times its size in memory. Each value but the first
+        # follows a comma or opens a container.
+        values = text.count(b",") + text.count(b"[") + text.count(b"{")
+        if values > MAX_JSON_VALUES:
+            return self._not_parsed(f"holds more than {MAX_JSON_VALUES} values")
         try:
-            document = json.loads(b"".join(self._parts))
+            document = json.loads(text)
         except RecursionError:
             # transformers, running with a shallower stack, may parse what
             # the gate cannot, so the file is not simply invalid.
@@ -208,6 +208,12 @@ class JsonConfigScanner(Scanner):
             file=location,
             skipped=skipped,
         )
+
+    def _not_parsed(self, problem: str) -> ScanResult:
+        facts = {"json": f"not parsed: the file {problem}"}
+        if base_name(self.ctx.file) not in _CONFIG_NAMES:
+            return ScanResult(facts=facts)
+        return ScanResult(findings=[self._unparsed(problem)], facts=facts)
 
     def _unparsed(self, problem: str) -> Finding:
         return self.finding(

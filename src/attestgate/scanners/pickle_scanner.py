@@ -405,13 +405,13 @@ def _keep_unknown_escape(match: re.Match[bytes]) -> bytes:
 def _c_string(line: bytes) -> bytes:
     # CPython parses number and memo-index lines as C strings, which end at
     # the first NUL byte: "5\0anything" is 5.
-    end = line.find(b"\0")
-    return line if end < 0 else line[:end]
+    return line[: line.index(b"\0")] if b"\0" in line else line
 
 
 def _line_int(line: bytes, base: int = 10) -> int:
+    """Parse a line that _c_string has already cut at its first NUL."""
     try:
-        return int(_c_string(line), base)
+        return int(line, base)
     except ValueError as exc:
         raise _Malformed(f"invalid integer argument: {exc}") from None
 
@@ -419,6 +419,8 @@ def _line_int(line: bytes, base: int = 10) -> int:
 def _int_argument(line: bytes) -> int:
     """Parse an INT line as CPython does: strtol with base 0, then int()."""
     text = _c_string(line)
+    if text.isdigit() and text[:1] != b"0":
+        return int(text)
     if not text:
         return 0
     match = _STRTOL.match(text)
@@ -1633,7 +1635,7 @@ class PickleScanner(Scanner):
             return _int_argument(line)
         if line.endswith(b"L"):
             line = line[:-1]
-        return _line_int(line, 0)
+        return _line_int(_c_string(line), 0)
 
     @staticmethod
     def _memo_index(line: bytes, truncated: bool) -> int | None:

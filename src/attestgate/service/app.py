@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 Stage = Literal["training", "fine-tuning", "deployment"]
 MiB = 1024 * 1024
+MAX_WAIT_SECONDS = 30.0
 UPLOAD_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
@@ -234,9 +235,18 @@ def _register_admissions(app: FastAPI) -> None:
         return {**job.to_json(), "links": {"self": f"/admissions/{job.id}"}}
 
     @app.get("/admissions/{job_id}", tags=["admissions"])
-    def get_admission(job_id: str, service: ServiceDep, token: Reader) -> Any:
-        """Return an admission's status, and its decision once it has one."""
-        return _own_job(service, token, job_id).to_json()
+    def get_admission(job_id: str, service: ServiceDep, token: Reader, wait: float = 0.0) -> Any:
+        """Return an admission's status, and its decision once it has one.
+
+        With ``wait`` (seconds, at most 30), respond as soon as the admission
+        finishes or the time runs out, instead of at once.
+        """
+        job = _own_job(service, token, job_id)
+        deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_SECONDS)
+        while job.status in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.05)
+            job = _own_job(service, token, job_id)
+        return job.to_json()
 
 
 def _register_decisions(app: FastAPI) -> None:
