@@ -418,7 +418,7 @@ def _line_int(line: bytes, base: int = 10) -> int:
 
 def _int_argument(line: bytes) -> int:
     """Parse an INT line as CPython does: strtol with base 0, then int()."""
-    text = _c_string(line)
+    text = _c_string(line) if b"\0" in line else line
     if text.isdigit() and text[:1] != b"0":
         return int(text)
     if not text:
@@ -1606,7 +1606,7 @@ class PickleScanner(Scanner):
         elif op == Op.FLOAT:
             if not truncated:
                 try:
-                    float(_c_string(line))
+                    float(_c_string(line) if b"\0" in line else line)
                 except ValueError:
                     raise _Malformed(f"invalid FLOAT argument {line[:40]!r}") from None
             stack.append(OPAQUE)
@@ -1640,7 +1640,8 @@ class PickleScanner(Scanner):
     @staticmethod
     def _memo_index(line: bytes, truncated: bool) -> int | None:
         """Parse a PUT or GET index; None when it is too long to resolve."""
-        line = _c_string(line)
+        if b"\0" in line:
+            line = _c_string(line)
         if not truncated and len(line) <= _MAX_MEMO_INDEX_LINE:
             return _line_int(line)
         digits = line.strip().replace(b"_", b"").lstrip(b"+").lstrip(b"0")
