@@ -13,8 +13,7 @@ from attestgate.cli import common
 from attestgate.cli.trust_options import add_evidence_options, trust_from_args
 from attestgate.errors import UsageError
 from attestgate.intake.references import is_reference
-
-STAGES = ("training", "fine-tuning", "deployment")
+from attestgate.stages import STAGES
 
 # Show progress only for artifacts big enough for a person to wait on.
 PROGRESS_MIN_BYTES = 256 * 1024 * 1024

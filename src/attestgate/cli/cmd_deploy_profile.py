@@ -10,8 +10,8 @@ from typing import Any, TextIO
 
 from attestgate.cli import common
 from attestgate.errors import UsageError
+from attestgate.stages import STAGES
 
-STAGES = ("training", "fine-tuning", "deployment")
 HASH_CHUNK = 4 * 1024 * 1024
 
 

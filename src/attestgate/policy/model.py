@@ -9,8 +9,8 @@ from typing import Any
 
 from attestgate.errors import PolicyError
 from attestgate.findings import Finding, Severity
+from attestgate.stages import STAGES
 
-STAGES = ("training", "fine-tuning", "deployment")
 TIERS = ("low", "standard", "critical")
 DEFAULT_TIER = "standard"
 API_V1 = "attestgate/v1"

@@ -23,13 +23,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from attestgate.errors import UsageError
+from attestgate.stages import STAGES
 from attestgate.stores import approve, list_queue, reject, show
 from attestgate.stores.queue import NotQueuedError
 
 COOKIE = "attestgate_session"
 SESSION_SECONDS = 8 * 3600
 SEVERITIES = ("info", "low", "medium", "high", "critical")
-STAGES = ("training", "fine-tuning", "deployment")
 
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 
