@@ -206,15 +206,21 @@ def admit(
         from attestgate.reports.importers import import_reports
 
         imports = import_reports(imported_reports, artifact=path)
+    remote = None
+    if is_reference(path):
+        # Fetched before the audit log opens: both write the state directory's
+        # database, and the fetch dominates the time anyway.
+        from attestgate.intake import inspect_reference
+
+        remote = inspect_reference(path, home / "intake", stage, home=home, limits=limits)
+    target = remote.path if remote is not None else path
     # The policy engine, the evidence verifiers and the database driver take
     # about a second to import. A thread loads them and opens the audit log
     # while this thread hashes the artifact, which releases the GIL.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="attestgate-prepare") as pool:
         prepared = pool.submit(_prepare, home, policy)
         try:
-            remote, inspection = _fetch_and_inspect(
-                path, stage, home, limits, progress, workers, is_reference(path)
-            )
+            inspection = inspect(target, limits=limits, progress=progress, workers=workers)
         except BaseException:
             _close_prepared(prepared)
             raise
@@ -255,25 +261,6 @@ def _close_prepared(prepared: Future[tuple[AuditLog, Policy]]) -> None:
         prepared.result()[0].close()
     except Exception:
         logger.debug("preparation also failed", exc_info=True)
-
-
-def _fetch_and_inspect(
-    path: Path,
-    stage: str,
-    home: Path,
-    limits: Limits | None,
-    progress: Progress | None,
-    workers: int | None,
-    reference: bool,
-) -> tuple[Any, Inspection]:
-    # An oci:// or hf:// reference is fetched into the state directory first.
-    remote = None
-    if reference:
-        from attestgate.intake import inspect_reference
-
-        remote = inspect_reference(path, home / "intake", stage, home=home, limits=limits)
-    target = remote.path if remote is not None else path
-    return remote, inspect(target, limits=limits, progress=progress, workers=workers)
 
 
 def _decide(

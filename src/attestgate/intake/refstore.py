@@ -20,14 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 
 from attestgate.errors import StorageError
+from attestgate.storage import open_engine
 
 logger = logging.getLogger(__name__)
 
-DB_FILE = "attestgate.db"
 # Observations read back per name; older ones beyond this are not compared.
 MAX_OBSERVATIONS = 1000
 
@@ -74,23 +72,13 @@ class Observation:
         }
 
 
-def _engine(path: Path) -> Engine:
-    engine = sa.create_engine(f"sqlite:///{path}", future=True)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.execute("PRAGMA busy_timeout = 30000")
-
-    return engine
-
-
 class ReferenceStore:
     """Observations of remote names, stored in the state directory."""
 
     def __init__(self, home: Path) -> None:
         try:
             home.mkdir(parents=True, exist_ok=True)
-            self.engine = _engine(home / DB_FILE)
+            self.engine = open_engine(home)
             metadata.create_all(self.engine)
         except (OSError, sa.exc.SQLAlchemyError) as exc:
             raise StorageError(
