@@ -2,7 +2,7 @@
 
 The chain catches any edit that leaves a later hash stale, and the head file
 catches records removed from or added to the end. Someone who can write both
-the database and the head file can rewrite everything consistently; only a
+the database and the head file can rewrite everything consistently. Only a
 head kept outside the state directory (``--expect-head``) catches that.
 """
 

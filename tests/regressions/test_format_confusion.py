@@ -32,7 +32,7 @@ def rules(findings: list[Finding]) -> set[str]:
 
 
 def tar_with_pickle_name() -> bytes:
-    # A valid tar whose first member's name field holds a protocol 0 pickle.
+    # A valid tar whose first member's name field contains a protocol 0 pickle.
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         info = tarfile.TarInfo(name="x" * len(SYSTEM))

@@ -17,7 +17,7 @@ SYSTEM_P2 = b"\x80\x02cos\nsystem\n(S'id'\ntR."
 
 def test_file_swapped_for_outside_link(tmp_path: Path) -> None:
     # Between the walk and the read, a file becomes a link to a file outside
-    # the artifact; its bytes must not be hashed as the artifact's.
+    # the artifact. Its bytes must not be hashed as the artifact's.
     root = tmp_path / "model"
     root.mkdir()
     (root / "weights.bin").write_bytes(b"weights")

@@ -1,8 +1,8 @@
 """Zip archives built so that the gate and torch.load read different members.
 
-torch.load reads a checkpoint with miniz: it finds data.pkl by a name
+torch.load reads a checkpoint with miniz. It finds data.pkl by a name
 comparison that ignores case, does not check CRC-32 values, and reads a
-member's bytes wherever its directory entry says they are.
+member's bytes at the offset and size that its directory entry gives.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def canonical_json(value: Any) -> bytes:
     """Serialize ``value`` the same way on every run, for hashing.
 
     A lone surrogate (a file name that was not UTF-8) cannot be encoded as
-    UTF-8; it is written as its JSON escape, which reads back as the same
+    UTF-8, so it is written as its JSON escape, which reads back as the same
     string.
     """
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -58,11 +58,11 @@ SNIFF_BYTES = 512
 _ONNX_NEXT_FIELDS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x4A, 0x72})
 
 # Opcodes that CPython's unpickler runs on an empty stack, so a pickle
-# without a PROTO header can start with any of them: MARK, GLOBAL, the empty
-# containers and every opcode that pushes a constant, including the binary
-# ones of protocols 1 to 5 (the unpickler checks no protocol before running
-# an opcode). PROTO itself is handled apart. PERSID is left out: plain
-# pickle.load fails on it without a persistent_load.
+# without a PROTO header can start with any of them. They are MARK, GLOBAL,
+# the empty containers and every opcode that pushes a constant, including the
+# binary ones of protocols 1 to 5, because the unpickler checks no protocol
+# before it runs an opcode. PROTO itself is handled apart. PERSID is left
+# out, because plain pickle.load fails on it without a persistent_load.
 PICKLE_STARTS = frozenset(b"(c)]}NIJKLMFGSTUVXBC\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f\x95\x96")
 # DICT and INST need a MARK first, but text that starts with them is cheap to
 # rule out and has been sniffed as maybe-pickle since the first release.

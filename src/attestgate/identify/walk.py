@@ -63,8 +63,8 @@ def _display_name(name: str, where: str, result: WalkResult) -> str:
     """Return ``name`` as text that every output can carry.
 
     Names that are not UTF-8 reach Python as lone surrogates, which no JSON
-    writer or terminal accepts; they are shown with backslash escapes, and
-    reported because the escaped form may collide with a real name.
+    writer or terminal accepts, so they are shown with backslash escapes. They
+    are also reported, because the escaped form may collide with a real name.
     """
     try:
         name.encode("utf-8")

@@ -60,7 +60,7 @@ from attestgate.intake.secrets import (
     is_library_fixture,
     secret_finding,
 )
-from attestgate.scanners import base_name, open_scanner
+from attestgate.scanners import base_name, open_probed_scanner
 from attestgate.scanners.interface import Limits, ScanContext, ScanResult
 
 logger = logging.getLogger(__name__)
@@ -255,7 +255,8 @@ class _MemberScanner:
         # reread parts of a file (zip central directories, dataset footers).
         started = time.perf_counter()
         ctx = ScanContext(file=location, size=size, limits=self.limits)
-        scanner = open_scanner(fmt, ctx)
+        spool.seek(0)
+        scanner = open_probed_scanner(fmt, ctx, spool.read(SNIFF_BYTES))
         result = ScanResult()
         if scanner is not None:
             spool.seek(0)

@@ -22,7 +22,6 @@ from attestgate.policy.loader import (
     parse_policy,
 )
 from attestgate.policy.model import (
-    STAGES,
     TIERS,
     Action,
     Decision,
@@ -30,6 +29,7 @@ from attestgate.policy.model import (
     Reason,
     TierChoice,
 )
+from attestgate.stages import STAGES
 
 __all__ = [
     "STAGES",

@@ -28,7 +28,6 @@ from attestgate.policy.model import (
     BY_OUTCOME,
     BY_RULE,
     BY_SEVERITY,
-    STAGES,
     TIERS,
     Action,
     Decision,
@@ -40,6 +39,7 @@ from attestgate.policy.model import (
 )
 from attestgate.policy.profile import Profile, effective_profile
 from attestgate.policy.requirements import check_requirements
+from attestgate.stages import STAGES
 
 if TYPE_CHECKING:
     from attestgate.policy.exceptions import PolicyException

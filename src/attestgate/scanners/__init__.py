@@ -23,6 +23,7 @@ __all__ = [
     "ScanContext",
     "ScanResult",
     "Scanner",
+    "open_probed_scanner",
     "open_scanner",
     "scan_bytes",
 ]
@@ -119,10 +120,22 @@ def open_scanner(fmt: Format, ctx: ScanContext) -> Scanner | None:
     return MultiScanner(ctx, fmt, scanners)
 
 
+def open_probed_scanner(fmt: Format, ctx: ScanContext, head: bytes) -> Scanner | None:
+    """Return the scanner for ``fmt``, plus a quiet pickle probe when ``head`` could start one.
+
+    Bytes can be two formats at once (a tar or a gzip whose first bytes are
+    also pickle opcodes), and a loader that unpickles them runs what the
+    other format's scanner never looks at.
+    """
+    from attestgate.scanners.pickle_scanner import with_pickle_probe
+
+    return with_pickle_probe(open_scanner(fmt, ctx), fmt, head, ctx)
+
+
 def scan_bytes(data: bytes, ctx: ScanContext, name: str = "") -> tuple[Format, ScanResult]:
     """Sniff and scan an in-memory buffer, such as a small archive member."""
     fmt = sniff(data[:SNIFF_BYTES], len(data), name)
-    scanner = open_scanner(fmt, ctx)
+    scanner = open_probed_scanner(fmt, ctx, data[:SNIFF_BYTES])
     if scanner is None:
         return fmt, ScanResult()
     scanner.feed(memoryview(data))

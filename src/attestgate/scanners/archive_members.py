@@ -15,7 +15,7 @@ from typing import IO, Any, Protocol
 
 from attestgate.findings import Finding, Severity
 from attestgate.identify.formats import SNIFF_BYTES, Format, sniff
-from attestgate.scanners import open_scanner
+from attestgate.scanners import open_probed_scanner
 from attestgate.scanners.interface import MiB, ScanContext, Scanner
 
 # Members whose scanner rereads them are kept in memory up to this size,
@@ -115,7 +115,7 @@ class MemberSink:
         if fmt in TAR_LOOKALIKES and is_tar_header(head):
             fmt = Format.TAR
         self.owner.count_format(fmt)
-        self.scanner = open_scanner(fmt, self.ctx)
+        self.scanner = open_probed_scanner(fmt, self.ctx, head)
         if self.scanner is not None and fmt in REREAD_FORMATS:
             # Closed in close(), once the scanner has reread the member.
             self.spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115

@@ -24,7 +24,7 @@ from attestgate.scanners.interface import ReadAt, Scanner, ScanResult
 # An auto_map value naming code in another repository: "owner/repo--module.Class".
 _REMOTE_REFERENCE = re.compile(r"^[\w.-]+/[\w.-]+--")
 MAX_PYTHON_BYTES = 4 * 1024 * 1024
-# A tokenizer_config.json with 200,000 added tokens holds about 1.4 million.
+# A tokenizer_config.json with 200,000 added tokens contains about 1.4 million.
 MAX_JSON_VALUES = 4_000_000
 MAX_LISTED = 50
 # Named chat templates analysed per file; tokenizers ship a handful

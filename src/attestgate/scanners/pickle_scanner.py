@@ -23,10 +23,11 @@ Rules:
 - ``pickle.unresolved-call`` (high): a call whose callable is not a named
   global.
 - ``pickle.unresolved-global`` (high): STACK_GLOBAL on values that are not
-  strings.
+  strings, or a module or name longer than the scan keeps.
 - ``pickle.extension-code`` (medium): an EXT opcode.
 - ``pickle.truncated``, ``pickle.malformed``, ``pickle.limit-exceeded``
-  (medium) and ``pickle.trailing-data`` (low).
+  (medium) and ``pickle.trailing-data`` (low, or high in the members of
+  torch's legacy tar format, where torch unpickles data after raw frames).
 """
 
 from __future__ import annotations
@@ -153,12 +154,12 @@ _OPAQUE_PUSHES: Final[dict[int, int]] = {
 }
 _OPAQUE_PUSH_SIZES: Final = tuple(_OPAQUE_PUSHES.get(op, -1) for op in range(256))
 
-# STRING escapes that codecs.escape_decode knows; a backslash before any other
-# byte stays in the string.
+# STRING escapes that codecs.escape_decode decodes. A backslash before any
+# other byte stays in the string.
 _ESCAPE: Final = re.compile(rb"\\.", re.DOTALL)
 _KNOWN_ESCAPES: Final = frozenset(b"\n\\'\"abfnrtvx01234567")
-# What C's strtol(s, &end, 0) accepts: leading white space, a sign, then a
-# hexadecimal, octal or decimal number. An empty string is 0.
+# The numbers that C's strtol(s, &end, 0) accepts: leading white space, a
+# sign, then a hexadecimal, octal or decimal number. An empty string is 0.
 _STRTOL: Final = re.compile(rb"[ \t\n\v\f\r]*([-+]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
 # A tuple keeps this many leading items: enough for the arguments that
 # copyreg._reconstructor and torch's rebuild helpers call.
@@ -405,7 +406,7 @@ def _keep_unknown_escape(match: re.Match[bytes]) -> bytes:
 def _c_string(line: bytes) -> bytes:
     # CPython parses number and memo-index lines as C strings, which end at
     # the first NUL byte: "5\0anything" is 5.
-    return line[: line.index(b"\0")] if b"\0" in line else line
+    return line[: line.index(0)] if 0 in line else line
 
 
 def _line_int(line: bytes, base: int = 10) -> int:
@@ -418,7 +419,7 @@ def _line_int(line: bytes, base: int = 10) -> int:
 
 def _int_argument(line: bytes) -> int:
     """Parse an INT line as CPython does: strtol with base 0, then int()."""
-    text = _c_string(line) if b"\0" in line else line
+    text = _c_string(line) if 0 in line else line
     if text.isdigit() and text[:1] != b"0":
         return int(text)
     if not text:
@@ -572,9 +573,9 @@ class PickleScanner(Scanner):
 
     def _confirmed(self) -> bool:
         # A stream sniffed as maybe-pickle is reported only when it parsed as
-        # one, or when it ran code before breaking (a call of a global that is
-        # not allowed, or an import that runs a program), because a crafted
-        # payload runs before its parse fails.
+        # one, or when it ran code before breaking, because a crafted payload
+        # runs before its parse fails. Running code means a call of a global
+        # that is not allowed, or an import that runs a program.
         if self._not_pickle:
             return False
         if self._flagged_call or self._limit_hit:
@@ -643,7 +644,7 @@ class PickleScanner(Scanner):
     def _start_frame(self, data: bytes, pos: int) -> bool:
         """Read a raw frame's header at ``pos`` and set the bytes to skip.
 
-        A storage frame is an int64 element count and the elements; a tensor
+        A storage frame is an int64 element count and the elements. A tensor
         frame is an int32 rank, four unused bytes, the sizes and strides
         (int64 each) and an int64 offset. Return False when the header is not
         complete in ``data`` yet.
@@ -1104,10 +1105,10 @@ class PickleScanner(Scanner):
 
     def _op_binpersid(self, data: bytes, i: int) -> int:
         # The persistent ID goes to the loader's persistent_load. For torch,
-        # ("storage", ...) yields a storage, the legacy format's
-        # ("module", cls, source_file, source) yields cls itself, and the
-        # legacy tar format returns the first item of any tuple, so a later
-        # call of the result is a call of cls.
+        # ("storage", ...) yields a storage, and the legacy format's
+        # ("module", cls, source_file, source) yields cls itself. The legacy
+        # tar format returns the first item of any tuple. A later call of the
+        # result is then a call of cls.
         pid = self._stack.pop()
         result: Value = PERSISTENT_OBJECT
         if isinstance(pid, tuple) and isinstance(pid[0], Global):
@@ -1606,7 +1607,7 @@ class PickleScanner(Scanner):
         elif op == Op.FLOAT:
             if not truncated:
                 try:
-                    float(_c_string(line) if b"\0" in line else line)
+                    float(_c_string(line) if 0 in line else line)
                 except ValueError:
                     raise _Malformed(f"invalid FLOAT argument {line[:40]!r}") from None
             stack.append(OPAQUE)
@@ -1640,7 +1641,7 @@ class PickleScanner(Scanner):
     @staticmethod
     def _memo_index(line: bytes, truncated: bool) -> int | None:
         """Parse a PUT or GET index; None when it is too long to resolve."""
-        if b"\0" in line:
+        if 0 in line:
             line = _c_string(line)
         if not truncated and len(line) <= _MAX_MEMO_INDEX_LINE:
             return _line_int(line)

@@ -645,8 +645,8 @@ class ZipScanner(Scanner):
         instead, because it cannot be parsed without ``read_at``.
 
         torch.load reads members without checking their CRC-32, so the member
-        is read without the check too, and a damaged or truncated member is
-        still scanned up to where it breaks: its findings stand beside the
+        is read without the check too. A damaged or truncated member is still
+        scanned up to where it breaks, and its findings stand beside the
         zip.corrupt finding instead of being replaced by it.
         """
         info = member.info
@@ -769,8 +769,8 @@ class AppendedZipScanner(ZipScanner):
 
     zipfile, unzip and the loaders built on them (Keras) look for the end of
     central directory record near the end of a file and accept any bytes
-    before the archive, so text, a safetensors file or a native binary with
-    a zip at its end is a zip to them. The archive is reported and its
+    before the archive. Text, a safetensors file or a native binary with a
+    zip at its end is therefore a zip to them. The archive is reported and its
     members are scanned; a tail that only looks like an end record, but
     leads to no central directory that zipfile reads, is not reported.
     """
