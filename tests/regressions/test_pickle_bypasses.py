@@ -400,3 +400,27 @@ def test_raw_bytes_the_framing_cannot_explain(decide: Decide, write: Write) -> N
     action, findings = decide(write("model.tar", legacy_tar(storages)))
     assert "pickle.trailing-data" in rules(findings)
     assert action == "block"
+
+
+def test_crash_after_critical_keeps_finding():
+    # A scanner bug reached after a critical finding must not turn the
+    # block into the check failure's quarantine.
+    from attestgate.findings import CHECK_FAILED
+    from attestgate.identify.formats import Format
+    from attestgate.scanners import GuardedScanner
+    from attestgate.scanners.interface import ScanContext
+    from attestgate.scanners.pickle_scanner import PickleScanner
+
+    ctx = ScanContext(file="model.pkl", size=None)
+    inner = PickleScanner(ctx, Format.PICKLE)
+    guarded = GuardedScanner(inner, ctx)
+    guarded.feed(memoryview(b"\x80\x02cos\nsystem\n(X\x02\x00\x00\x00idtR."))
+
+    def broken_feed(chunk):
+        raise RuntimeError("simulated scanner bug")
+
+    inner.feed = broken_feed
+    guarded.feed(memoryview(b"more"))
+    rules = {f.rule for f in guarded.close().findings}
+    assert "pickle.unsafe-global" in rules
+    assert CHECK_FAILED in rules

@@ -18,6 +18,7 @@ from attestgate.scanners.interface import (
 )
 
 __all__ = [
+    "GuardedScanner",
     "Limits",
     "ReadAt",
     "ScanContext",
@@ -165,6 +166,14 @@ def _failure(ctx: ScanContext, check: str, exc: BaseException) -> Finding:
     )
 
 
+def _partial(scanner: Scanner) -> list[Finding]:
+    try:
+        return scanner.partial_findings()
+    except Exception:  # the scanner is already broken; its failure is reported
+        logger.debug("partial findings unavailable", exc_info=True)
+        return []
+
+
 class GuardedScanner(Scanner):
     """Wraps a scanner so that its exceptions become ``check.failed`` findings."""
 
@@ -176,6 +185,7 @@ class GuardedScanner(Scanner):
         self.check = inner.check
         self.version = inner.version
         self._error: Finding | None = None
+        self._partial: list[Finding] = []
 
     def feed(self, chunk: memoryview) -> None:
         if self._error is not None:
@@ -186,16 +196,18 @@ class GuardedScanner(Scanner):
             logger.error("%s check failed on %s: %s", self.check, self.ctx.file, exc)
             logger.debug("traceback", exc_info=True)
             self._error = _failure(self.ctx, self.check, exc)
+            self._partial = _partial(self.inner)
 
     def close(self, read_at: ReadAt | None = None) -> ScanResult:
         if self._error is not None:
-            return ScanResult(findings=[self._error])
+            return ScanResult(findings=[*self._partial, self._error])
         try:
             return self.inner.close(read_at)
         except Exception as exc:  # fail closed, see class docstring
             logger.error("%s check failed on %s: %s", self.check, self.ctx.file, exc)
             logger.debug("traceback", exc_info=True)
-            return ScanResult(findings=[_failure(self.ctx, self.check, exc)])
+            failure = _failure(self.ctx, self.check, exc)
+            return ScanResult(findings=[*_partial(self.inner), failure])
 
 
 class FailedScanner(Scanner):

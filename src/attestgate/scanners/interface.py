@@ -128,6 +128,14 @@ class Scanner(abc.ABC):
     @abc.abstractmethod
     def close(self, read_at: ReadAt | None = None) -> ScanResult: ...
 
+    def partial_findings(self) -> list[Finding]:
+        """Return what the scanner found before it failed, for the guard to keep.
+
+        Without this, a scanner bug triggered after a critical finding would
+        replace a block with the check failure's quarantine.
+        """
+        return []
+
     def finding(
         self,
         rule: str,

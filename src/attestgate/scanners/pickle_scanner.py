@@ -1410,6 +1410,9 @@ class PickleScanner(Scanner):
                 return
         hits[key] = hit
 
+    def partial_findings(self) -> list[Finding]:
+        return self._findings()
+
     def _findings(self) -> list[Finding]:
         called = {subject for (rule, subject) in self._hits if rule == "pickle.unknown-global-call"}
         findings = []
