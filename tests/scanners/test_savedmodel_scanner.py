@@ -524,7 +524,7 @@ def test_keras_metadata_malformed() -> None:
 
 def test_keras_metadata_too_large() -> None:
     class Small(KerasMetadataScanner):
-        max_metadata_bytes = 16
+        max_model_bytes = 16
 
     data = keras_metadata(("_tf_keras_layer", lambda_metadata()))
     scanner = Small(ScanContext("keras_metadata.pb", len(data)), Format.UNKNOWN)

@@ -5,7 +5,7 @@ its sequence number, id, time, kind, that previous hash and its body. Editing,
 removing or reordering records in the database therefore breaks the chain at
 the first record touched. Removing records from the end leaves a valid but
 shorter chain, so every append also writes the head (last sequence number and
-hash) to a file beside the database; ``verify`` checks the chain against it.
+hash) to a file beside the database, and ``verify`` checks the chain against it.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import struct
 
 
 class Format(enum.StrEnum):
-    """A serialization format the gate knows by its bytes."""
+    """A serialization format the gate recognises by its bytes."""
 
     EMPTY = "empty"
     SAFETENSORS = "safetensors"
@@ -75,7 +75,7 @@ def sniff(head: bytes, size: int, name: str = "") -> Format:
     """Return the format of a file whose first bytes are ``head``.
 
     ``size`` is the file's full length. ``name`` is consulted only to mark
-    Python source, because plain text cannot be told from code by its bytes
+    Python source, because plain text cannot be distinguished from code by its bytes
     and treating a ``.py`` file as code errs on the side of caution.
     """
     if size == 0:

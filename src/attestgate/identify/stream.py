@@ -49,7 +49,7 @@ Progress = Callable[[int], None]
 
 @dataclass
 class FileReport:
-    """What the pass learned about one file."""
+    """The digest, format, findings and timings of one file from the pass."""
 
     path: str
     size: int

@@ -255,8 +255,8 @@ def _visit_link(child: os.DirEntry[str], rel: str, real_root: str, result: WalkR
         )
         return
     if stat.S_ISREG(target_mode):
-        # Hashed under the link's own path, as model-signing does when it is
-        # told to allow symbolic links.
+        # Hashed under the link's own path, as model-signing does when
+        # symbolic links are allowed.
         result.entries.append(Entry(rel, Path(target), (target_st.st_dev, target_st.st_ino)))
     elif stat.S_ISDIR(target_mode) and _inside(os.path.dirname(child.path), target):
         # The link points at a directory that contains it: following it

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     )
     from attestgate.intake.remote import ReferenceInspection, inspect_reference
 
-# Name -> submodule, imported on first use: `attestgate admit` asks
-# is_reference() about every path, and must not pay for the registry and
+# Name -> submodule, imported on first use: `attestgate admit` calls
+# is_reference() on every path, and must not pay for the registry and
 # hub clients when the path is a plain file.
 _EXPORTS = {
     "HfReference": "references",

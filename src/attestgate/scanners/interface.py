@@ -56,7 +56,7 @@ class Limits:
 
 @dataclass
 class ScanContext:
-    """What a scanner knows about the stream it is about to read."""
+    """The facts a scanner is given about the stream it is about to read."""
 
     file: str
     size: int | None
@@ -88,11 +88,11 @@ class ScanContext:
 
 @dataclass
 class ScanResult:
-    """What one scanner found in one stream.
+    """The findings, refined format and facts of one scanner over one stream.
 
     ``format`` refines the sniffed format when the scanner learns more (a
     pickle that turns out to be a legacy PyTorch checkpoint, say). ``facts``
-    holds inventory for the decision record, such as tensor counts.
+    contains inventory for the decision record, such as tensor counts.
     """
 
     findings: list[Finding] = field(default_factory=list)
@@ -108,7 +108,7 @@ class Scanner(abc.ABC):
     marks the end of the stream and returns the result; it must report a
     stream that ended early as a finding rather than raise. ``read_at`` is
     given for a whole file on disk and for in-memory members, never for a
-    stream that cannot be read twice; a scanner that needs it reports its
+    stream that cannot be read twice. A scanner that needs it reports its
     absence as a finding.
 
     A scanner raises only for its own bugs. The driver turns any exception
@@ -158,3 +158,27 @@ class Scanner(abc.ABC):
             offset=offset,
             details=details,
         )
+
+
+class BufferingScanner(Scanner):
+    """A scanner for formats that must be parsed whole, up to ``max_model_bytes``.
+
+    ``feed`` keeps the stream in ``_buffer`` and counts it in ``_size``. Past
+    the limit it drops the buffer, and ``close`` reports the file as too
+    large to parse by comparing ``_size`` with the limit.
+    """
+
+    max_model_bytes: int
+
+    def __init__(self, ctx: ScanContext, fmt: Format) -> None:
+        super().__init__(ctx, fmt)
+        self._buffer = bytearray()
+        self._size = 0
+
+    def feed(self, chunk: memoryview) -> None:
+        self._size += len(chunk)
+        if self._size > self.max_model_bytes:
+            # Too large to parse: stop buffering and free what was kept.
+            self._buffer = bytearray()
+            return
+        self._buffer += chunk

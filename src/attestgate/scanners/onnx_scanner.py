@@ -27,7 +27,13 @@ from typing import Any
 
 from attestgate.findings import Finding, Severity
 from attestgate.identify.formats import Format
-from attestgate.scanners.interface import MiB, ReadAt, ScanContext, Scanner, ScanResult
+from attestgate.scanners.interface import (
+    BufferingScanner,
+    MiB,
+    ReadAt,
+    ScanContext,
+    ScanResult,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -154,24 +160,11 @@ class _Collector:
         return out
 
 
-class OnnxScanner(Scanner):
+class OnnxScanner(BufferingScanner):
     """Parses an ONNX model and checks its operators and external-data paths."""
 
     check = CHECK
     max_model_bytes = MAX_MODEL_BYTES
-
-    def __init__(self, ctx: ScanContext, fmt: Format) -> None:
-        super().__init__(ctx, fmt)
-        self._buffer = bytearray()
-        self._size = 0
-
-    def feed(self, chunk: memoryview) -> None:
-        self._size += len(chunk)
-        if self._size > self.max_model_bytes:
-            # Too large to parse: stop buffering and free what was kept.
-            self._buffer = bytearray()
-            return
-        self._buffer += chunk
 
     def close(self, read_at: ReadAt | None = None) -> ScanResult:
         """Parse the buffered model and walk every graph in it.

@@ -35,7 +35,13 @@ from typing import Any
 
 from attestgate.findings import Severity
 from attestgate.identify.formats import Format
-from attestgate.scanners.interface import MiB, ReadAt, ScanContext, Scanner, ScanResult
+from attestgate.scanners.interface import (
+    BufferingScanner,
+    MiB,
+    ReadAt,
+    ScanContext,
+    ScanResult,
+)
 from attestgate.scanners.keras_scanner import FindingCollector, check_keras_config
 from attestgate.scanners.onnx_scanner import location_problem
 from attestgate.scanners.protobuf_wire import (
@@ -171,23 +177,11 @@ class _Inventory:
     keras_objects: int = 0
 
 
-class SavedModelScanner(Scanner):
+class SavedModelScanner(BufferingScanner):
     """Walks saved_model.pb and reports risky operations and Keras metadata."""
 
     check = CHECK
     max_model_bytes = MAX_SAVEDMODEL_BYTES
-
-    def __init__(self, ctx: ScanContext, fmt: Format) -> None:
-        super().__init__(ctx, fmt)
-        self._buffer = bytearray()
-        self._size = 0
-
-    def feed(self, chunk: memoryview) -> None:
-        self._size += len(chunk)
-        if self._size > self.max_model_bytes:
-            self._buffer = bytearray()
-            return
-        self._buffer += chunk
 
     def close(self, read_at: ReadAt | None = None) -> ScanResult:
         """Walk the buffered SavedModel message.
@@ -492,34 +486,22 @@ class _SavedModelWalk:
         return facts
 
 
-class KerasMetadataScanner(Scanner):
+class KerasMetadataScanner(BufferingScanner):
     """Checks the Keras configurations stored in a SavedModel's keras_metadata.pb."""
 
     check = "keras"
-    max_metadata_bytes = MAX_SAVEDMODEL_BYTES
-
-    def __init__(self, ctx: ScanContext, fmt: Format) -> None:
-        super().__init__(ctx, fmt)
-        self._buffer = bytearray()
-        self._size = 0
-
-    def feed(self, chunk: memoryview) -> None:
-        self._size += len(chunk)
-        if self._size > self.max_metadata_bytes:
-            self._buffer = bytearray()
-            return
-        self._buffer += chunk
+    max_model_bytes = MAX_SAVEDMODEL_BYTES
 
     def close(self, read_at: ReadAt | None = None) -> ScanResult:
         """Extract each SavedObject's metadata JSON and check it as a Keras config."""
         result = ScanResult()
-        if self._size > self.max_metadata_bytes:
+        if self._size > self.max_model_bytes:
             collector = FindingCollector(self.ctx.file)
             collector.add(
                 "keras.config-too-large",
                 Severity.MEDIUM,
                 f"keras_metadata.pb is {self._size} bytes, over the "
-                f"{self.max_metadata_bytes} bytes that the gate parses in memory",
+                f"{self.max_model_bytes} bytes that the gate parses in memory",
                 _REEXPORT,
             )
             result.findings = collector.result()
