@@ -581,11 +581,6 @@ def test_joblib_compressed_reaches_pickle(tmp_path: Path, compress: Any) -> None
     assert result.facts["inner_name"] == "model.joblib"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the pickle scanner does not yet allow joblib.numpy_pickle.NumpyArrayWrapper "
-    "or skip the raw array bytes that joblib writes after it",
-)
 @pytest.mark.parametrize("compress", [0, "gzip"])
 def test_joblib_clean_not_high(tmp_path: Path, compress: Any) -> None:
     joblib_bytes(tmp_path, compress)

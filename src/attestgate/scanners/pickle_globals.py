@@ -153,7 +153,8 @@ _TORCH_REBUILD_FUNCTIONS = (
 def _build_allowlist() -> frozenset[str]:
     # Modelled on what the weights-only unpickler of torch 2.13 accepts
     # (torch._weights_only_unpickler._get_allowed_globals), plus the NumPy
-    # array helpers and the builtin types that plain containers pickle to.
+    # array helpers, joblib's array wrapper and the builtin types that plain
+    # containers pickle to.
     allowed = {
         "collections.OrderedDict",
         "collections.Counter",
@@ -216,6 +217,10 @@ def _build_allowlist() -> frozenset[str]:
             f"{core}.numeric._frombuffer",
         }
     allowed |= {"numpy.ndarray", "numpy.dtype"}
+    # joblib's stand-in for a pickled array. Its __init__ only stores its
+    # arguments. joblib.load reads the array's bytes after its BUILD, and
+    # the pickle scanner sizes or reports them.
+    allowed.add("joblib.numpy_pickle.NumpyArrayWrapper")
     return frozenset(allowed)
 
 

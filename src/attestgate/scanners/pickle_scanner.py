@@ -6,6 +6,11 @@ resolved even when its module and name pass through the memo or are built by
 STACK_GLOBAL. It reads protocols 0 to 5 incrementally from arbitrary chunks
 and scans every pickle of a stream, one after another.
 
+joblib writes each NumPy array's bytes right after the BUILD of its
+``NumpyArrayWrapper``, and joblib.load reads them there. Once a stream imports
+that wrapper, the scan keeps ints, booleans, tuples, small dicts and dtypes
+exactly, and skips the array bytes when ``pickle_joblib`` can size them.
+
 The simulation follows CPython's unpickler. It may accept input that CPython
 rejects (it lets opcodes pop values below a MARK, say) but it never stops on
 input that CPython accepts, because a payload placed after the point where a
@@ -17,7 +22,9 @@ Rules:
   operating system, whether it is called or only referenced.
 - ``pickle.unknown-global-call`` (high) and ``pickle.unknown-global``
   (medium): a global outside the allowlist that is called, or only
-  referenced.
+  referenced. The high rule also covers a joblib array whose data the scan
+  cannot size, because joblib.load then calls
+  ``NumpyArrayWrapper.read`` on bytes that the scan parsed as opcodes.
 - ``pickle.build-on-global`` (high): BUILD sets attributes on a module or
   class.
 - ``pickle.unresolved-call`` (high): a call whose callable is not a named
@@ -46,6 +53,20 @@ from attestgate.identify.formats import Format, could_start_pickle
 from attestgate.scanners import open_scanner
 from attestgate.scanners.interface import ReadAt, ScanContext, Scanner, ScanResult
 from attestgate.scanners.pickle_globals import Kind, argument_calls, classify
+from attestgate.scanners.pickle_joblib import (
+    DTYPE,
+    NONE,
+    RETURNS_ARGUMENT,
+    WRAPPER,
+    ArrayLayout,
+    ArrayWrapper,
+    Dtype,
+    NoneValue,
+    StateDict,
+    array_layout,
+    creates_empty_wrapper,
+    global_role,
+)
 
 __all__ = ["PickleProbe", "PickleScanner", "with_pickle_probe"]
 
@@ -153,6 +174,28 @@ _OPAQUE_PUSHES: Final[dict[int, int]] = {
     Op.EMPTY_SET: 0,
 }
 _OPAQUE_PUSH_SIZES: Final = tuple(_OPAQUE_PUSHES.get(op, -1) for op in range(256))
+# The opaque pushes whose value a joblib stream keeps, because ints, None,
+# booleans and empty dicts and tuples may describe an array. The ints have
+# the size _EXACT_INT in _JOBLIB_PUSH_SIZES, for a branch of _run, and the
+# others -1, for _op_joblib_value.
+_JOBLIB_INTS: Final[frozenset[int]] = frozenset({Op.BININT1, Op.BININT2, Op.BININT})
+_JOBLIB_CONSTANTS: Final[frozenset[int]] = frozenset(
+    {Op.NONE, Op.NEWTRUE, Op.NEWFALSE, Op.EMPTY_DICT, Op.EMPTY_TUPLE}
+)
+_EXACT_INT: Final = -2
+
+
+def _joblib_push_sizes() -> tuple[int, ...]:
+    sizes = list(_OPAQUE_PUSH_SIZES)
+    for op in _JOBLIB_INTS:
+        sizes[op] = _EXACT_INT
+    for op in _JOBLIB_CONSTANTS:
+        sizes[op] = -1
+    return tuple(sizes)
+
+
+_JOBLIB_PUSH_SIZES: Final = _joblib_push_sizes()
+_OPCODES: Final = frozenset(int(op) for op in Op)
 
 # STRING escapes that codecs.escape_decode decodes. A backslash before any
 # other byte stays in the string.
@@ -164,6 +207,9 @@ _STRTOL: Final = re.compile(rb"[ \t\n\v\f\r]*([-+]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[
 # A tuple keeps this many leading items: enough for the arguments that
 # copyreg._reconstructor and torch's rebuild helpers call.
 _TUPLE_ITEMS_KEPT: Final = 4
+# In a joblib stream, tuples up to this length are kept whole: an array's
+# shape has at most 64 dimensions in NumPy 2.
+_EXACT_TUPLE_ITEMS: Final = 64
 # A PUT or GET line longer than this cannot be a memo index that a binary
 # opcode could also reach, and Python 3.11 rejects ints of 4300 digits.
 _MAX_MEMO_INDEX_LINE: Final = 4000
@@ -202,7 +248,7 @@ OPAQUE: Final = Opaque("a value that is not a named global")
 class Global:
     """A global that GLOBAL, STACK_GLOBAL or INST imports, with its class."""
 
-    __slots__ = ("call", "kind", "module", "name", "on_import", "path", "reason")
+    __slots__ = ("call", "kind", "module", "name", "on_import", "path", "reason", "role")
 
     def __init__(self, module: str, name: str, torchscript: bool) -> None:
         classification = classify(module, name, torchscript)
@@ -213,6 +259,8 @@ class Global:
         self.reason = classification.reason
         self.on_import = classification.on_import
         self.call = Call(self)
+        # The part the global plays in a joblib array, or "".
+        self.role = global_role(module, name)
 
 
 class Call:
@@ -236,13 +284,24 @@ class Extension:
 # A string value is str, or bytes holding the UTF-8 of a BINUNICODE or
 # SHORT_BINUNICODE argument. Those are decoded only when used as a name,
 # because most strings in a checkpoint are dict keys that never are.
-Value: TypeAlias = "str | bytes | int | tuple[Value, ...] | Global | Call | Extension | Opaque"
+Value: TypeAlias = (
+    "str | bytes | int | tuple[Value, ...] | Global | Call | Extension | Opaque"
+    " | StateDict | ArrayWrapper | Dtype | NoneValue"
+)
+
 
 UNRESOLVED_CALL: Final = Call(None)
 PERSISTENT_OBJECT: Final = Opaque("an object that the loader's persistent_load returns")
 # A string longer than Limits.max_pickle_string: only its start is kept, so it
 # cannot name a global that the scan could classify.
 _LONG_STRING: Final = Opaque("a string too long to keep")
+# The last item of a tuple that was too long to keep whole.
+_TRUNCATED: Final = Opaque("the rest of a tuple too long to keep")
+# A memo read that the scan cannot resolve, which may return any object.
+_UNTRACKED: Final = Opaque("a memo entry that the scan could not track")
+_MAYBE_WRAPPER: Final = Opaque("the result of a helper that may return its argument")
+# The array that joblib's BUILD leaves on the stack in place of a wrapper.
+_JOBLIB_ARRAY: Final = Opaque("an array that joblib reads")
 
 # Parses the opcode at the offset and returns the offset after it, or -1
 # when its argument is not complete yet.
@@ -304,6 +363,13 @@ _REMEDIATE_UNRESOLVED: Final = (
     "the publisher for a safetensors export, or have a reviewer read the "
     "opcodes with 'python -m pickletools FILE', which does not execute them."
 )
+_ARRAY_READER: Final = "joblib.numpy_pickle.NumpyArrayWrapper.read"
+_REMEDIATE_ARRAY: Final = (
+    "Ask the publisher to save the arrays as safetensors or .npy files of a "
+    "numeric dtype, which load without unpickling. Otherwise have a reviewer "
+    "load the file with joblib in a disposable sandbox without network access "
+    "or credentials before recording an exception for this file's digest."
+)
 _REMEDIATE_MALFORMED: Final = (
     "Ask the publisher for a fresh export, preferably as safetensors. A "
     "pickle that breaks the format is a known way to hide a payload from "
@@ -360,11 +426,25 @@ def _overflow_key(hit: _Hit) -> tuple[str, str]:
     return (hit.rule, _OTHER_GLOBALS)
 
 
-def _make_tuple(items: list[Value]) -> Value:
-    for item in items:
-        if item is not OPAQUE:
-            return tuple(items[:_TUPLE_ITEMS_KEPT])
-    return OPAQUE
+def _make_tuple(items: list[Value], exact: bool = False) -> Value:
+    """Build a tuple from ``items``, a list that the caller hands over.
+
+    A tuple longer than the scan keeps ends with ``_TRUNCATED`` after its
+    first items, so that it never passes for a shorter tuple.
+    """
+    if exact:
+        if len(items) <= _EXACT_TUPLE_ITEMS:
+            return tuple(items)
+    else:
+        for item in items:
+            if item is not OPAQUE:
+                break
+        else:
+            return OPAQUE
+        if len(items) <= _TUPLE_ITEMS_KEPT:
+            return tuple(items)
+    items[_TUPLE_ITEMS_KEPT] = _TRUNCATED
+    return tuple(items[: _TUPLE_ITEMS_KEPT + 1])
 
 
 def _text(raw: bytes, encoding: str = "utf-8") -> str:
@@ -484,6 +564,25 @@ class PickleScanner(Scanner):
         # (0 for a tensor frame) whose header comes next, or -1 for none.
         self._skip = 0
         self._frame_size = -1
+        # Joblib arrays. Once a stream imports NumpyArrayWrapper or
+        # numpy.dtype, ``_exact`` keeps the values that size an array. The
+        # dtype is in the trigger because an array's dtype is often memoized
+        # from a NumPy scalar pickled before the first wrapper.
+        self._exact = False
+        self._sizes = _OPAQUE_PUSH_SIZES
+        self._wrapper_seen = False
+        # Set by _call when a call reaches NumpyArrayWrapper, for _call_value.
+        self._wrapper_called = False
+        # Set when a handler switches to exact values or announces an array,
+        # so that _run reloads its locals or stops.
+        self._interrupt = False
+        # The layout of the array whose first byte comes next, and the
+        # offset of the BUILD that announced the array being read.
+        self._next_array: ArrayLayout | None = None
+        self._array_at = -1
+        self._arrays_skipped = 0
+        # Where the frame of the last FRAME opcode ends.
+        self._frame_end = 0
 
         # State of the pickle being parsed.
         self._in_pickle = False
@@ -525,6 +624,9 @@ class PickleScanner(Scanner):
             if self._pending is not None:
                 pos = self._advance_pending(data, pos)
                 continue
+            if self._next_array is not None:
+                self._start_array(data[pos])
+                continue
             if self._skip:
                 taken = min(self._skip, end - pos)
                 self._skip -= taken
@@ -547,7 +649,14 @@ class PickleScanner(Scanner):
 
     def close(self, read_at: ReadAt | None = None) -> ScanResult:
         if self._state == _PARSING:
-            if self._in_pickle:
+            if self._in_pickle and (self._skip or self._next_array is not None):
+                self._fail(
+                    "truncated",
+                    self._fed,
+                    "the stream ends inside the array data that joblib reads after the "
+                    f"NumpyArrayWrapper built at byte {self._array_at}",
+                )
+            elif self._in_pickle:
                 self._fail("truncated", self._fed, "the stream ends inside a pickle")
             elif self._legacy:
                 self._tentative = False
@@ -612,6 +721,7 @@ class PickleScanner(Scanner):
         self._pickle_globals = set()
         self._pickle_flagged_call = False
         self._pickle_has_proto = False
+        self._next_array = None
 
     def _end_pickle(self) -> None:
         value = self._last_value
@@ -839,10 +949,14 @@ class PickleScanner(Scanner):
         memo = self._memo_list
         dense = self._memo_map is None
         handlers = self._handlers
-        sizes = _OPAQUE_PUSH_SIZES
+        sizes = self._sizes
+        exact = self._exact
         opaque = OPAQUE
         global_type = Global
+        dict_type = StateDict
         unpack_u32 = _U32.unpack_from
+        unpack_i32 = _I32.unpack_from
+        unpack_u16 = _U16.unpack_from
         keep = self._keep
         done = 0
         try:
@@ -933,7 +1047,12 @@ class PickleScanner(Scanner):
                         stack[-1] = (first, second)
                     i += 1
                 elif op == 0x75 or op == 0x65:  # noqa: PLR1714 - SETITEMS, APPENDS
-                    del stack[marks.pop() :]
+                    mark = marks.pop()
+                    if mark and op == 0x75:
+                        target = stack[mark - 1]
+                        if type(target) is dict_type:
+                            target.set_items(stack[mark:])
+                    del stack[mark:]
                     if type(stack[-1]) is global_type:
                         self._mutate_global(stack[-1], op, self._base + i)
                     i += 1
@@ -950,9 +1069,12 @@ class PickleScanner(Scanner):
                         stack[-1] = (first, second, third)
                     i += 1
                 elif op == 0x73 or op == 0x61:  # noqa: PLR1714 - SETITEM, APPEND
-                    pop()
+                    value = pop()
                     if op == 0x73:
-                        pop()
+                        key = pop()
+                        target = stack[-1]
+                        if type(target) is dict_type:
+                            target.set_item(key, value)
                     if type(stack[-1]) is global_type:
                         self._mutate_global(stack[-1], op, self._base + i)
                     i += 1
@@ -960,7 +1082,7 @@ class PickleScanner(Scanner):
                     mark = marks.pop()
                     items = stack[mark:]
                     del stack[mark:]
-                    push(_make_tuple(items))
+                    push(_make_tuple(items, exact))
                     i += 1
                 elif op == 0x2E:  # STOP
                     self._last_value = pop()
@@ -968,6 +1090,17 @@ class PickleScanner(Scanner):
                     self._ops += 1
                     i += 1
                     break
+                elif size == _EXACT_INT:  # BININT1, BININT2 or BININT of a joblib stream
+                    j = i + 1 + _OPAQUE_PUSH_SIZES[op]
+                    if j > end:
+                        break
+                    if op == 0x4B:  # BININT1
+                        push(data[i + 1])
+                    elif op == 0x4A:  # BININT
+                        push(unpack_i32(data, i + 1)[0])
+                    else:
+                        push(unpack_u16(data, i + 1)[0])
+                    i = j
                 else:
                     handler = handlers[op]
                     if handler is None:
@@ -978,6 +1111,14 @@ class PickleScanner(Scanner):
                     i = j
                     dense = self._memo_map is None
                     memo = self._memo_list
+                    if self._interrupt:
+                        self._interrupt = False
+                        sizes = self._sizes
+                        exact = self._exact
+                        if self._next_array is not None:
+                            # The array's bytes follow this BUILD: feed() skips them.
+                            self._ops += 1
+                            break
             else:
                 done = budget
         except IndexError:
@@ -1018,7 +1159,7 @@ class PickleScanner(Scanner):
 
     def _memo_fetch(self, key: int) -> Value:
         if self._memo_poisoned:
-            return OPAQUE
+            return _UNTRACKED
         if self._memo_map is None:
             if 0 <= key < len(self._memo_list):
                 return self._memo_list[key]
@@ -1061,6 +1202,9 @@ class PickleScanner(Scanner):
             Op.NEXT_BUFFER: self._op_next_buffer,
             Op.READONLY_BUFFER: self._op_readonly_buffer,
         }
+        for op in _JOBLIB_CONSTANTS:
+            # Reached only once a joblib stream switches to _JOBLIB_PUSH_SIZES.
+            table[op] = self._op_joblib_value
         for op in _SIZED_OPCODES:
             table[op] = self._op_sized_handler
         for op in _LINE_OPCODES:
@@ -1092,8 +1236,27 @@ class PickleScanner(Scanner):
         return i + 1
 
     def _op_collection(self, data: bytes, i: int) -> int:
-        self._pop_mark()
-        self._stack.append(OPAQUE)
+        items = self._pop_mark()
+        if self._exact and data[i] == Op.DICT:
+            state = StateDict()
+            state.set_items(items)
+            self._stack.append(state)
+        else:
+            self._stack.append(OPAQUE)
+        return i + 1
+
+    def _op_joblib_value(self, data: bytes, i: int) -> int:
+        op = data[i]
+        value: Value
+        if op == Op.NONE:
+            value = NONE
+        elif op == Op.EMPTY_DICT:
+            value = StateDict()
+        elif op == Op.EMPTY_TUPLE:
+            value = ()
+        else:
+            value = op == Op.NEWTRUE
+        self._stack.append(value)
         return i + 1
 
     def _op_additems(self, data: bytes, i: int) -> int:
@@ -1111,7 +1274,7 @@ class PickleScanner(Scanner):
         # result is then a call of cls.
         pid = self._stack.pop()
         result: Value = PERSISTENT_OBJECT
-        if isinstance(pid, tuple) and isinstance(pid[0], Global):
+        if isinstance(pid, tuple) and pid and isinstance(pid[0], Global):
             result = pid[0]
         elif isinstance(pid, tuple) and len(pid) > 1 and isinstance(pid[1], Global):
             typename = pid[0]
@@ -1143,9 +1306,11 @@ class PickleScanner(Scanner):
         return i + 2
 
     def _op_frame(self, data: bytes, i: int) -> int:
-        # A frame only announces the size of the opcodes that follow it.
+        # A frame only announces the size of the opcodes that follow it,
+        # except to joblib's reader of arrays (see _read_array).
         if i + 9 > len(data):
             return -1
+        self._frame_end = self._base + i + 9 + _U64.unpack_from(data, i + 1)[0]
         return i + 9
 
     def _op_ext(self, data: bytes, i: int) -> int:
@@ -1181,14 +1346,20 @@ class PickleScanner(Scanner):
     def _op_reduce(self, data: bytes, i: int) -> int:
         args = self._stack.pop()
         callee = self._stack[-1]
-        self._stack[-1] = self._call(callee, args, self._base + i, "REDUCE")
+        if self._exact:
+            self._stack[-1] = self._call_value(callee, args, self._base + i, "REDUCE")
+        else:
+            self._stack[-1] = self._call(callee, args, self._base + i, "REDUCE")
         return i + 1
 
     def _op_newobj(self, data: bytes, i: int) -> int:
         stack = self._stack
         stack.pop()
         cls = stack.pop()
-        stack.append(self._call(cls, None, self._base + i, "NEWOBJ"))
+        if self._exact:
+            stack.append(self._call_value(cls, None, self._base + i, "NEWOBJ"))
+        else:
+            stack.append(self._call(cls, None, self._base + i, "NEWOBJ"))
         return i + 1
 
     def _op_newobj_ex(self, data: bytes, i: int) -> int:
@@ -1196,21 +1367,23 @@ class PickleScanner(Scanner):
         stack.pop()
         stack.pop()
         cls = stack.pop()
-        stack.append(self._call(cls, None, self._base + i, "NEWOBJ_EX"))
+        stack.append(self._call_value(cls, None, self._base + i, "NEWOBJ_EX"))
         return i + 1
 
     def _op_obj(self, data: bytes, i: int) -> int:
         items = self._pop_mark()
         if not items:
             raise IndexError("OBJ without a class")
-        args = _make_tuple(items[1:])
-        self._stack.append(self._call(items[0], args, self._base + i, "OBJ"))
+        args = _make_tuple(items[1:], self._exact)
+        self._stack.append(self._call_value(items[0], args, self._base + i, "OBJ"))
         return i + 1
 
     def _op_build(self, data: bytes, i: int) -> int:
-        self._stack.pop()
+        state = self._stack.pop()
         target = self._stack[-1]
-        if isinstance(target, Global):
+        if self._exact and not isinstance(target, Global):
+            self._joblib_build(target, state, i)
+        elif isinstance(target, Global):
             self._pickle_flagged_call = True
             self._record(
                 "pickle.build-on-global",
@@ -1263,6 +1436,12 @@ class PickleScanner(Scanner):
                 self._globals_cache[key] = found
         if len(self._pickle_globals) <= _MAX_FACT_GLOBALS:
             self._pickle_globals.add(found.path)
+        if found.role == WRAPPER:
+            self._wrapper_seen = True
+        if found.role in (WRAPPER, DTYPE) and not self._exact:
+            self._exact = True
+            self._sizes = _JOBLIB_PUSH_SIZES
+            self._interrupt = True
         if found.kind is Kind.CRITICAL:
             if found.on_import:
                 # Importing the module runs a program, so the pickle has run
@@ -1333,6 +1512,8 @@ class PickleScanner(Scanner):
                 {"global": callee.path},
             )
         else:
+            if callee.role == WRAPPER:
+                self._wrapper_called = True
             self._check_argument_calls(callee, args, offset, depth)
         return callee.call
 
@@ -1374,6 +1555,111 @@ class PickleScanner(Scanner):
         if len(self._pickle_globals) <= _MAX_FACT_GLOBALS:
             self._pickle_globals.add(attribute.path)
         self._call(attribute, None, offset, _opcode_name(op))
+
+    # Joblib arrays -----------------------------------------------------------
+
+    def _call_value(self, callee: Value, args: Value | None, offset: int, via: str) -> Value:
+        """Record a call and return its result, which in a joblib stream may be part of an array."""
+        if not self._exact:
+            return self._call(callee, args, offset, via)
+        self._wrapper_called = False
+        result: Value = self._call(callee, args, offset, via)
+        if not isinstance(callee, Global) or callee.kind is not Kind.ALLOWED:
+            return result
+        if callee.role == DTYPE and via == "REDUCE":
+            return Dtype.from_arguments(args)
+        if callee.role == RETURNS_ARGUMENT:
+            return _MAYBE_WRAPPER
+        if not self._wrapper_called:
+            return result
+
+        # The call creates a NumpyArrayWrapper, itself or through a helper
+        # that calls its argument.
+        if callee.role == WRAPPER:
+            empty = via in ("NEWOBJ", "NEWOBJ_EX")
+        else:
+            roles = []
+            if type(args) is tuple:
+                roles = [item.role if isinstance(item, Global) else "" for item in args[:2]]
+            empty = creates_empty_wrapper(callee.role, roles)
+        if empty:
+            return ArrayWrapper()
+        return ArrayWrapper(
+            f"it was made by a call of {callee.path} through {via}, which may set "
+            "attributes that the scan does not track"
+        )
+
+    def _joblib_build(self, target: Value, state: Value, i: int) -> None:
+        """Apply BUILD in a joblib stream, where it may make joblib.load read an array."""
+        if isinstance(target, Dtype):
+            target.build(state)
+        elif isinstance(target, ArrayWrapper):
+            target.build(state)
+            # joblib's BUILD replaces the wrapper with the array it reads.
+            self._stack[-1] = _JOBLIB_ARRAY
+            self._read_array(target, i)
+        elif self._wrapper_seen and (target is _UNTRACKED or target is _MAYBE_WRAPPER):
+            self._report_array(
+                self._base + i,
+                f"the object it builds is {_describe(target)}, which may be a NumpyArrayWrapper",
+            )
+
+    def _read_array(self, wrapper: ArrayWrapper, i: int) -> None:
+        """Size the array that joblib.load reads after the BUILD at ``i``, or report it."""
+        offset = self._base + i
+        subclass = wrapper.attributes.get("subclass")
+        layout = array_layout(wrapper, subclass.role if isinstance(subclass, Global) else "")
+        if isinstance(layout, str):
+            self._report_array(offset, layout)
+            return
+        if self._frame_end > offset + 1:
+            # joblib's unpickler reads the rest of a frame from its buffer
+            # but the array from the file, after the frame.
+            self._report_array(
+                offset,
+                "the pickle frame that contains the BUILD goes on after it, so joblib "
+                "reads the array from the bytes after the frame",
+            )
+            return
+        if layout.padded or layout.size:
+            self._next_array = layout
+            self._array_at = offset
+            self._interrupt = True
+        else:
+            self._arrays_skipped += 1
+
+    def _start_array(self, first: int) -> None:
+        """Set up the skip of the announced array, whose first byte is ``first``."""
+        layout = self._next_array
+        assert layout is not None
+        self._next_array = None
+        if first in _OPCODES:
+            # pickle.load does not read joblib's arrays and runs the bytes
+            # after the BUILD as opcodes. A padding length of 1 to 16, or a
+            # first data byte that is not an opcode, makes it fail right there.
+            self._report_array(
+                self._array_at,
+                f"the byte after it, 0x{first:02x}, is an opcode that pickle.load would run, "
+                "while joblib.load reads it as array data",
+            )
+            return
+        self._skip = layout.size + (1 + first if layout.padded else 0)
+        self._arrays_skipped += 1
+
+    def _report_array(self, offset: int, reason: str) -> None:
+        self._pickle_flagged_call = True
+        self._record(
+            "pickle.unknown-global-call",
+            Severity.HIGH,
+            _ARRAY_READER,
+            offset,
+            f"After the BUILD at byte {offset}, joblib.load calls {_ARRAY_READER}, which "
+            f"reads array data from the bytes that follow, but the scan cannot size that "
+            f"data: {reason}. The scan parsed those bytes as pickle opcodes, which may "
+            "not be what joblib.load runs.",
+            _REMEDIATE_ARRAY,
+            {"global": _ARRAY_READER, "reason": reason},
+        )
 
     # Findings ----------------------------------------------------------------
 
@@ -1435,13 +1721,16 @@ class PickleScanner(Scanner):
 
     def _facts(self) -> dict[str, Any]:
         names = sorted(self._globals_seen)
-        return {
+        facts: dict[str, Any] = {
             "pickles": self._pickles,
             "opcodes": self._ops,
             "protocols": sorted(self._protocols),
             "globals": names[:_MAX_FACT_GLOBALS],
             "globals_truncated": len(names) > _MAX_FACT_GLOBALS,
         }
+        if self._wrapper_seen:
+            facts["joblib_arrays"] = self._arrays_skipped
+        return facts
 
     # Arguments that span chunks ----------------------------------------------
 
@@ -1593,8 +1882,8 @@ class PickleScanner(Scanner):
             if op == Op.GLOBAL:
                 stack.append(found)
             else:
-                args = _make_tuple(self._pop_mark())
-                stack.append(self._call(found, args, offset, "INST"))
+                args = _make_tuple(self._pop_mark(), self._exact)
+                stack.append(self._call_value(found, args, offset, "INST"))
         elif op == Op.STRING:
             stack.append(_string_line(line, truncated))
         elif op == Op.UNICODE:
@@ -1606,7 +1895,7 @@ class PickleScanner(Scanner):
                 except UnicodeDecodeError as exc:
                     raise _Malformed(f"the UNICODE argument is invalid: {exc.reason}") from None
         elif op in (Op.INT, Op.LONG):
-            stack.append(self._int_line(op, line, truncated))
+            stack.append(self._int_line(op, line, truncated, self._exact))
         elif op == Op.FLOAT:
             if not truncated:
                 try:
@@ -1618,7 +1907,7 @@ class PickleScanner(Scanner):
             stack.append(OPAQUE)
         elif op == Op.GET:
             key = self._memo_index(line, truncated)
-            stack.append(OPAQUE if key is None else self._memo_fetch(key))
+            stack.append(_UNTRACKED if key is None else self._memo_fetch(key))
         else:  # PUT
             key = self._memo_index(line, truncated)
             if key is not None and key < 0:
@@ -1630,12 +1919,13 @@ class PickleScanner(Scanner):
                 self._memo_store(key, value)
 
     @staticmethod
-    def _int_line(op: int, line: bytes, truncated: bool) -> Value:
+    def _int_line(op: int, line: bytes, truncated: bool, exact: bool) -> Value:
         if truncated:
             return OPAQUE
         if op == Op.INT:
             if line in (b"00", b"01"):
-                return OPAQUE
+                # Protocols 0 and 1 write False and True as these lines.
+                return line == b"01" if exact else OPAQUE
             return _int_argument(line)
         if line.endswith(b"L"):
             line = line[:-1]
