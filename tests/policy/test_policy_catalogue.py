@@ -25,14 +25,26 @@ FAMILY = re.compile(r"""\brule\s*=\s*f["']([a-z0-9-]+\.)[^"']*\{""")
 
 # Quoted dotted names under a check's prefix that are module or loader
 # names, not rule ids.
-NOT_RULES = {"gguf.constants", "numpy.core", "numpy.dtype", "numpy.ndarray", "pickle.load"}
+NOT_RULES = {
+    "gguf.constants",
+    "numpy.core",
+    "numpy.dtype",
+    "numpy.ndarray",
+    "pickle.load",
+    "pickle.loads",
+}
+
+
+# The policy reads rule ids and the evaluation corpus writes module names
+# into hostile fixtures; neither emits findings.
+NOT_EMITTERS = {"policy", "evaluation"}
 
 
 def _sources() -> list[tuple[Path, str]]:
     return [
         (path, path.read_text("utf-8"))
         for path in sorted(SRC.rglob("*.py"))
-        if "policy" not in path.relative_to(SRC).parts[:1]
+        if path.relative_to(SRC).parts[0] not in NOT_EMITTERS
     ]
 
 

@@ -145,6 +145,7 @@ RULES: dict[str, tuple[str, ...]] = {
         "hf.auto-map",
         "hf.auto-map-remote",
         "hf.config-unparsed",
+        "hf.dangerous-call",
         "hf.embedded-code",
         "hf.invalid-chat-template",
         "hf.trust-remote-code",

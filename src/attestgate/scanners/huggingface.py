@@ -20,6 +20,7 @@ from attestgate.findings import Finding, Severity
 from attestgate.scanners import base_name
 from attestgate.scanners.chat_template import analyze_chat_template
 from attestgate.scanners.interface import ReadAt, Scanner, ScanResult
+from attestgate.scanners.python_calls import MAX_CALLS, dangerous_calls
 
 # An auto_map value naming code in another repository: "owner/repo--module.Class".
 _REMOTE_REFERENCE = re.compile(r"^[\w.-]+/[\w.-]+--")
@@ -258,35 +259,52 @@ class PythonCodeScanner(Scanner):
             self._parts.append(bytes(chunk))
 
     def close(self, read_at: ReadAt | None = None) -> ScanResult:
-        imports = self._imports()
-        return ScanResult(
-            findings=[
+        tree = self._tree()
+        imports = _imports(tree) if tree is not None else []
+        findings = [
+            self.finding(
+                "hf.embedded-code",
+                Severity.MEDIUM,
+                f"the artifact contains Python code ({self._size} bytes"
+                + (f"; imports {', '.join(imports[:8])}" if imports else "")
+                + "), which loaders such as transformers run with trust_remote_code=True",
+                "Review the code before admitting, or remove it and use an "
+                "architecture that ships in the transformers library.",
+                imports=imports[:MAX_LISTED],
+            )
+        ]
+        calls = dangerous_calls(tree) if tree is not None else []
+        if calls:
+            listed = ", ".join(str(call) for call in calls[:MAX_CALLS])
+            findings.append(
                 self.finding(
-                    "hf.embedded-code",
-                    Severity.MEDIUM,
-                    f"the artifact contains Python code ({self._size} bytes"
-                    + (f"; imports {', '.join(imports[:8])}" if imports else "")
-                    + "), which loaders such as transformers run with trust_remote_code=True",
-                    "Review the code before admitting, or remove it and use an "
-                    "architecture that ships in the transformers library.",
-                    imports=imports[:MAX_LISTED],
+                    "hf.dangerous-call",
+                    Severity.HIGH,
+                    f"the Python code calls functions that run programs or evaluate code: {listed}"
+                    + (f" and {len(calls) - MAX_CALLS} more" if len(calls) > MAX_CALLS else ""),
+                    "Do not admit this code. Ask the publisher for a version without these "
+                    "calls, or load the weights with an architecture that ships in the "
+                    "transformers library and delete the Python files.",
+                    calls=[str(call) for call in calls[:MAX_CALLS]],
                 )
-            ],
-            facts={"imports": imports[:MAX_LISTED]},
-        )
+            )
+        return ScanResult(findings=findings, facts={"imports": imports[:MAX_LISTED]})
 
-    def _imports(self) -> list[str]:
+    def _tree(self) -> ast.AST | None:
         if self._size > MAX_PYTHON_BYTES:
-            return []
+            return None
         try:
             # ast.parse only builds a syntax tree; nothing in the file runs.
-            tree = ast.parse(b"".join(self._parts))
+            return ast.parse(b"".join(self._parts))
         except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return []
-        names: set[str] = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names.add(node.module)
-        return sorted(names)
+            return None
+
+
+def _imports(tree: ast.AST) -> list[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return sorted(names)
