@@ -347,10 +347,17 @@ def test_normalized_name_not_typosquat() -> None:
 
 
 def test_internal_name_public_is_high(configured: None) -> None:
-    text = f"acme_utils==1.4.0 --hash=sha256:{HASH}\nacme-models==2.0 --hash=sha256:{HASH}\n"
+    text = "acme_utils==1.4.0\nacme-models==2.0\n"
     findings = only(scan("requirements.txt", text), "deps.internal-name-public")
     assert [f.details["requirement"]["name"] for f in findings] == ["acme_utils"]
     assert findings[0].severity is Severity.HIGH
+
+
+def test_internal_name_hashed_low(configured: None) -> None:
+    text = f"acme_utils==1.4.0 --hash=sha256:{HASH}\n"
+    finding = only(scan("requirements.txt", text), "deps.internal-name-public")[0]
+    assert finding.severity is Severity.LOW
+    assert "pinned to 1.4.0 with hashes" in finding.message
 
 
 def test_known_vulnerable_is_high(configured: None) -> None:
@@ -421,7 +428,7 @@ def test_risky_poetry_lock(configured: None) -> None:
     assert rules(scan_file(RISKY / "poetry.lock")) == {
         "deps.multiple-indexes": Severity.HIGH,
         "deps.missing-hash": Severity.MEDIUM,
-        "deps.internal-name-public": Severity.HIGH,
+        "deps.internal-name-public": Severity.LOW,
         "deps.known-vulnerable": Severity.HIGH,
         "deps.known-malicious": Severity.CRITICAL,
     }
@@ -434,7 +441,7 @@ def test_risky_pipfile_lock(configured: None) -> None:
         "deps.missing-hash": Severity.MEDIUM,
         "deps.vcs-requirement": Severity.HIGH,
         "deps.typosquat": Severity.HIGH,
-        "deps.internal-name-public": Severity.HIGH,
+        "deps.internal-name-public": Severity.LOW,
     }
 
 

@@ -348,20 +348,39 @@ def _name_findings(
             )
         )
     if config.names is not None and config.names.exposed(dependency.name):
-        findings.append(
-            make(
-                "deps.internal-name-public",
-                Severity.HIGH,
-                f"{shown} is an internal package name that also exists on the public "
-                f"index (snapshot {config.names.public_source}), so an installer that can "
-                "see the public index may install the public release (dependency confusion)",
-                "Install internal packages only from the internal index with a single "
-                "--index-url and pinned hashes, and claim the name on the public index "
-                "or move internal packages under a reserved prefix.",
-                **_where(dependency),
-            )
-        )
+        findings.append(_exposed_finding(dependency, shown, make, config.names.public_source))
     return findings
+
+
+def _exposed_finding(
+    dependency: Dependency, shown: str, make: FindingFactory, source: str
+) -> Finding:
+    remediation = (
+        "Install internal packages only from the internal index with a single "
+        "--index-url and pinned hashes, and claim the name on the public index "
+        "or move internal packages under a reserved prefix."
+    )
+    if dependency.pinned and dependency.hashes:
+        # pip and uv install a hash-pinned entry only when the downloaded file
+        # has one of the listed hashes, so a public upload cannot replace it.
+        return make(
+            "deps.internal-name-public",
+            Severity.LOW,
+            f"{shown} is an internal package name that also exists on the public index "
+            f"(snapshot {source}); it is pinned to {dependency.version} with hashes, so an "
+            "installer cannot substitute the public release",
+            remediation,
+            **_where(dependency),
+        )
+    return make(
+        "deps.internal-name-public",
+        Severity.HIGH,
+        f"{shown} is an internal package name that also exists on the public "
+        f"index (snapshot {source}), so an installer that can "
+        "see the public index may install the public release (dependency confusion)",
+        remediation,
+        **_where(dependency),
+    )
 
 
 def _ids(advisories: list[Advisory]) -> list[str]:
