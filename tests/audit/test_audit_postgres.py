@@ -3,7 +3,6 @@
 Runs when ATTESTGATE_TEST_POSTGRES_URL names a server; `.ci/run` starts one.
 """
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -11,24 +10,20 @@ import sqlalchemy as sa
 
 from attestgate.audit import AuditLog
 from attestgate.storage import DATABASE_URL_ENV
-
-URL = os.environ.get("ATTESTGATE_TEST_POSTGRES_URL")
+from postgres_support import POSTGRES_URL, postgres_schema
 
 pytestmark = pytest.mark.skipif(
-    not URL, reason="ATTESTGATE_TEST_POSTGRES_URL is not set; .ci/run starts a server"
+    not POSTGRES_URL, reason="ATTESTGATE_TEST_POSTGRES_URL is not set; .ci/run starts a server"
 )
 
 
 @pytest.fixture
 def pg_log(tmp_path, monkeypatch):
-    monkeypatch.setenv(DATABASE_URL_ENV, URL)
-    engine = sa.create_engine(URL)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS audit_records"))
-    engine.dispose()
-    log = AuditLog(tmp_path / "home")
-    yield log
-    log.close()
+    with postgres_schema() as url:
+        monkeypatch.setenv(DATABASE_URL_ENV, url)
+        log = AuditLog(tmp_path / "home")
+        yield log
+        log.close()
 
 
 def test_postgres_chain_verifies(pg_log):

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from attestgate.errors import StorageError, UsageError
-from attestgate.storage import DB_FILE, database_url, db_error, open_engine
+from attestgate.storage import DB_FILE, database_url, db_error, ensure_schema, open_engine
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +145,10 @@ class AuditLog:
         self.shared = not database_url(home).startswith("sqlite")
         self.engine = open_engine(home)
         try:
-            metadata.create_all(self.engine)
-        except sa.exc.SQLAlchemyError as exc:
-            raise StorageError(
-                f"audit database in {home} could not be opened: {db_error(exc)}",
-                hint="check that the directory is writable and the database is not corrupt",
-            ) from exc
+            ensure_schema(self.engine)
+        except StorageError:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         self.engine.dispose()

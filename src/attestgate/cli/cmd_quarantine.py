@@ -1,4 +1,4 @@
-"""``attestgate quarantine``: list, show, approve and reject quarantined artifacts."""
+"""``attestgate quarantine``: list, show, approve, reject and reconcile quarantined artifacts."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ from attestgate.cli import common
 from attestgate.errors import UsageError
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
+STATES = ("queued", "approved", "rejected")
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser(
         "quarantine",
         help="list, show, approve or reject quarantined artifacts",
-        description="Work through the quarantine queue. Approving records an exception for "
-        "every rule that quarantined the artifact, admits it again and promotes it when the "
-        "decision becomes allow. Rejecting removes it from the quarantine store.",
+        description="Work through the quarantine queue, a table in the gate's database. "
+        "Approving records an exception for every rule that quarantined the artifact, admits it "
+        "again and promotes it when the decision becomes allow. Rejecting removes it from the "
+        "quarantine store. Reconciling repairs the queue after a crash, from the audit log.",
         epilog=common.EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -33,6 +35,12 @@ def register(sub: Any) -> None:
     )
     listing.add_argument(
         "--older-than", type=float, metavar="HOURS", help="only items queued at least HOURS ago"
+    )
+    listing.add_argument(
+        "--state",
+        choices=(*STATES, "all"),
+        default="queued",
+        help="list entries in this review state (default: queued)",
     )
 
     showing = actions.add_parser("show", help="show one item's record and earlier decisions")
@@ -55,7 +63,12 @@ def register(sub: Any) -> None:
     rejecting.add_argument("--reason", required=True, help="what is wrong with the artifact")
     rejecting.add_argument("--reviewer", help="reviewer name (default: the login name)")
 
-    for child in (listing, showing, approving, rejecting):
+    reconciling = actions.add_parser(
+        "reconcile",
+        help="repair the queue after a crash and report entries whose bytes or records are missing",
+    )
+
+    for child in (listing, showing, approving, rejecting, reconciling):
         common.add_home_option(child)
         common.add_output_options(child)
 
@@ -76,12 +89,23 @@ def parse_expiry(text: str) -> datetime:
 def _text_list(items: list[dict[str, Any]]) -> str:
     if not items:
         return "the quarantine queue is empty"
-    lines = [f"{'DIGEST':<20} {'STAGE':<12} {'SEVERITY':<9} {'QUEUED':<26} RULES"]
+    lines = [f"{'DIGEST':<20} {'STAGE':<12} {'SEVERITY':<9} {'STATE':<9} {'QUEUED':<33} RULES"]
     for item in items:
         lines.append(
             f"{item['digest'][:19]:<20} {item['stage']:<12} {item['severity']:<9} "
-            f"{item['created_at']:<26} {', '.join(item['rules'])}"
+            f"{item['state']:<9} {item['queued_at']:<33} {', '.join(item['rules'])}"
         )
+    return "\n".join(lines)
+
+
+def _text_reconcile(body: dict[str, list[str]]) -> str:
+    labels = {
+        "added": "queue rows added for store entries",
+        "completed": "recorded reviews finished",
+        "missing": "queued entries whose bytes are missing",
+        "unrecorded": "store entries without audit records (not queued)",
+    }
+    lines = [f"{label}: {', '.join(body[key]) or 'none'}" for key, label in labels.items()]
     return "\n".join(lines)
 
 
@@ -109,7 +133,7 @@ def _text_show(shown: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace, stdout: TextIO) -> int:
     from attestgate.policy import load_policy
-    from attestgate.stores import approve, list_queue, reject, show
+    from attestgate.stores import approve, list_queue, reconcile, reject, show
 
     home = args.home or common.default_home()
     common.check_output(args.output)
@@ -119,7 +143,11 @@ def run(args: argparse.Namespace, stdout: TextIO) -> int:
         items = [
             i.to_json()
             for i in list_queue(
-                home, stage=args.stage, min_severity=args.severity, older_than=older
+                home,
+                stage=args.stage,
+                min_severity=args.severity,
+                older_than=older,
+                state=None if args.state == "all" else args.state,
             )
         ]
         text = common.dump_json(items) if as_json else _text_list(items)
@@ -146,6 +174,9 @@ def run(args: argparse.Namespace, stdout: TextIO) -> int:
         )
         common.emit(text, args.output, stdout)
         return common.EXIT_FOR_ACTION[result.decision]
+    elif args.action == "reconcile":
+        repaired = reconcile(home).to_json()
+        text = common.dump_json(repaired) if as_json else _text_reconcile(repaired)
     else:
         reject(home, args.digest, reason=args.reason, reviewer=args.reviewer or getpass.getuser())
         text = common.dump_json({"rejected": args.digest}) if as_json else f"rejected {args.digest}"

@@ -35,6 +35,7 @@ COMMANDS = {
     "serve": "cmd_serve",
     "exceptions": "cmd_exceptions",
     "deploy-profile": "cmd_deploy_profile",
+    "db": "cmd_db",
 }
 
 

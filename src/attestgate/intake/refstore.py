@@ -7,8 +7,9 @@ the same name. Model namespace reuse shows up there: the name now belongs to a
 different owner, a tag points at another commit, or a branch no longer
 contains a commit it used to contain.
 
-The table lives in the state directory's SQLite database beside the audit
-log, through SQLAlchemy Core, so a PostgreSQL URL can replace it later.
+The table lives in the gate's database beside the audit log (SQLite in the
+state directory, or the database ``ATTESTGATE_DATABASE_URL`` names), and the
+migrations in :mod:`attestgate.migrations` create it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from attestgate.errors import StorageError
-from attestgate.storage import open_engine
+from attestgate.storage import ensure_schema, open_engine
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +80,16 @@ class ReferenceStore:
         try:
             home.mkdir(parents=True, exist_ok=True)
             self.engine = open_engine(home)
-            metadata.create_all(self.engine)
         except (OSError, sa.exc.SQLAlchemyError) as exc:
             raise StorageError(
                 f"the reference store in {home} could not be opened: {exc}",
                 hint="check that the state directory is writable and its database is not corrupt",
             ) from exc
+        try:
+            ensure_schema(self.engine)
+        except StorageError:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         self.engine.dispose()

@@ -39,7 +39,7 @@ from attestgate.audit import AuditLog
 from attestgate.errors import StorageError, UsageError
 from attestgate.policy import catalogue
 from attestgate.policy.model import Reason
-from attestgate.storage import db_error, open_engine
+from attestgate.storage import db_error, ensure_schema, open_engine
 
 logger = logging.getLogger(__name__)
 
@@ -192,13 +192,10 @@ class ExceptionStore:
         self.audit = AuditLog(home)
         self.engine = open_engine(home)
         try:
-            metadata.create_all(self.engine)
-        except sa.exc.SQLAlchemyError as exc:
+            ensure_schema(self.engine)
+        except StorageError:
             self.close()
-            raise StorageError(
-                f"exceptions table in {home} could not be created: {db_error(exc)}",
-                hint="check that the state directory is writable",
-            ) from exc
+            raise
 
     def close(self) -> None:
         self.engine.dispose()
@@ -359,8 +356,8 @@ class ExceptionStore:
 def load_exceptions(
     engine: Engine, *, artifact_digest: str | None = None, exception_id: str | None = None
 ) -> list[PolicyException]:
-    """Read exceptions with their approvals; creates the tables on a database without them."""
-    metadata.create_all(engine)
+    """Read exceptions with their approvals; migrates a database without the tables first."""
+    ensure_schema(engine)
     query = sa.select(exceptions_table).order_by(exceptions_table.c.created_at)
     if artifact_digest is not None:
         query = query.where(exceptions_table.c.artifact_digest == artifact_digest)

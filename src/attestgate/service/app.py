@@ -3,7 +3,8 @@
 Every path but ``/healthz``, ``/readyz``, ``/metrics``, ``/k8s/admission-review``
 and the triage page's login needs ``Authorization: Bearer <token>``. Roles:
 a submitter submits and reads its own admissions and decisions; a reviewer
-also reads everything and approves or rejects; an admin also manages tokens.
+also reads everything, approves or rejects, and stores verification
+summaries for the webhook; an admin also manages tokens.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,18 +31,29 @@ from pydantic import BaseModel, Field
 from attestgate._version import __version__
 from attestgate.audit import AuditLog
 from attestgate.errors import AttestgateError, UsageError
+from attestgate.evidence.keys import PublicKey
 from attestgate.pipeline import admit
-from attestgate.policy import Policy
+from attestgate.policy import Policy, load_default_policy
 from attestgate.service import webhook
 from attestgate.service.jobs import Job, JobQueue
 from attestgate.service.metrics import Metrics
+from attestgate.service.summaries import (
+    DEFAULT_MAX_AGE,
+    MAX_ENVELOPE_BYTES,
+    SummaryError,
+    SummaryStore,
+    SummaryTrust,
+    check_summary,
+)
 from attestgate.service.tokens import ApiToken, TokenStore
 from attestgate.storage import open_engine
-from attestgate.stores import ContentStore, act_on_admission, fsck, list_queue
+from attestgate.stores import act_on_admission, fsck, list_queue
 from attestgate.stores import approve as approve_item
 from attestgate.stores import reject as reject_item
 from attestgate.stores import show as show_item
 from attestgate.stores.queue import NotQueuedError
+from attestgate.stores.queue_table import STATES, count_queued
+from attestgate.stores.reconcile import reconcile_once
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +73,11 @@ class ServiceConfig:
     workers: int = 4
     max_upload_bytes: int = 64 * MiB
     policy: Policy | None = None
+    # Public keys whose signatures on verification summaries the webhook trusts.
+    vsa_keys: list[PublicKey] = field(default_factory=list)
+    # SHA-256 digests of policies, besides the service's own, whose summaries count.
+    vsa_policy_digests: list[str] = field(default_factory=list)
+    vsa_max_age: timedelta = DEFAULT_MAX_AGE
 
     @property
     def intake_root(self) -> Path:
@@ -79,8 +96,16 @@ class Service:
         if removed:
             logger.warning("removed %d unfinished promotion(s) at start", len(removed))
         self.audit = AuditLog(self.home)
+        reconcile_once(self.home, self.audit)
         self.engine = open_engine(self.home)
         self.tokens = TokenStore(self.engine)
+        self.summaries = SummaryStore(self.engine)
+        own_policy = (config.policy or load_default_policy()).sha256
+        self.summary_trust = SummaryTrust(
+            keys=tuple(config.vsa_keys),
+            policy_digests=frozenset({own_policy, *(d.lower() for d in config.vsa_policy_digests)}),
+            max_age=config.vsa_max_age,
+        )
         self.metrics = Metrics(self._queue_depth, self._quarantine_depth)
         self.jobs = JobQueue(
             self.engine, self._admit, workers=config.workers, on_done=self._job_done
@@ -90,7 +115,8 @@ class Service:
         return self.jobs.depth()
 
     def _quarantine_depth(self) -> int:
-        return sum(1 for _ in ContentStore(self.home, "quarantine").digests())
+        with self.engine.connect() as conn:
+            return count_queued(conn)
 
     def _admit(self, path: Path, stage: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
         admission = admit(path, stage=stage, policy=self.config.policy, home=self.home)
@@ -111,6 +137,11 @@ class Service:
             if record.kind == "decision" and record.body.get("stage") == stage:
                 return str(record.body.get("decision"))
         return None
+
+    def check_summary(self, summary_id: str, digest: str, stage: str) -> str | None:
+        """Check a stored verification summary for the webhook; return why it fails, or None."""
+        now = datetime.now(UTC)
+        return self.summaries.check(summary_id, digest, stage, self.summary_trust, now)
 
     def close(self) -> None:
         self.jobs.shutdown()
@@ -307,10 +338,17 @@ def _register_quarantine(app: FastAPI) -> None:
         stage: Stage | None = None,
         severity: Literal["info", "low", "medium", "high", "critical"] | None = None,
         older_than_hours: float | None = None,
+        state: Literal["queued", "approved", "rejected", "all"] = "queued",
     ) -> Any:
-        """List the quarantine queue, oldest first."""
+        """List the quarantine queue, oldest first; ``state`` selects reviewed entries."""
         older = timedelta(hours=older_than_hours) if older_than_hours is not None else None
-        items = list_queue(service.home, stage=stage, min_severity=severity, older_than=older)
+        items = list_queue(
+            service.home,
+            stage=stage,
+            min_severity=severity,
+            older_than=older,
+            state=state if state in STATES else None,
+        )
         return [i.to_json() for i in items]
 
     @app.get("/quarantine/{digest}", tags=["quarantine"])
@@ -340,6 +378,49 @@ def _register_quarantine(app: FastAPI) -> None:
         """Reject and remove from the quarantine store."""
         reject_item(service.home, digest, reason=body.reason, reviewer=f"{token.name} ({token.id})")
         return {"rejected": digest}
+
+
+def _register_summaries(app: FastAPI) -> None:
+    @app.post("/verification-summaries", tags=["verification summaries"])
+    async def store_summary(
+        request: Request, response: Response, service: ServiceDep, token: Reviewer
+    ) -> Any:
+        """Check and store a signed SLSA verification summary (a DSSE envelope as JSON).
+
+        Respond 201 with its id when it is new, 200 when it was stored before.
+        Pods name it in the ``attestgate.dev/verification-summaries`` annotation.
+        """
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_ENVELOPE_BYTES:
+                raise HTTPException(
+                    413, f"a verification summary is at most {MAX_ENVELOPE_BYTES} bytes"
+                )
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise HTTPException(400, f"the body is not JSON: {exc}") from exc
+        checked, created = service.summaries.add(
+            document,
+            service.summary_trust,
+            submitted_by=f"{token.name} (token {token.id})",
+            audit=service.audit,
+        )
+        response.status_code = 201 if created else 200
+        return {**checked.to_json(), "created": created}
+
+    @app.get("/verification-summaries/{summary_id}", tags=["verification summaries"])
+    def get_summary(summary_id: str, service: ServiceDep, token: Reviewer) -> Any:
+        """Return a stored summary's envelope and whether it passes the checks now."""
+        document = service.summaries.envelope(summary_id)
+        if document is None:
+            raise HTTPException(404, f"verification summary {summary_id} not found")
+        try:
+            checked = check_summary(document, service.summary_trust, datetime.now(UTC))
+        except SummaryError as exc:
+            return {"id": summary_id, "valid": False, "problem": exc.message, "envelope": document}
+        return {**checked.to_json(), "valid": True, "envelope": document}
 
 
 def _register_tokens(app: FastAPI) -> None:
@@ -399,7 +480,7 @@ def _register_operations(app: FastAPI) -> None:
         """Validating admission webhook for pods; see the ``attestgate.dev/models`` annotation."""
         try:
             document = json.loads(await request.body())
-            return webhook.review(document, service.latest_decision)
+            return webhook.review(document, service.latest_decision, service.check_summary)
         except ValueError as exc:
             raise HTTPException(400, f"invalid AdmissionReview: {exc}") from exc
 
@@ -463,6 +544,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     _register_admissions(app)
     _register_decisions(app)
     _register_quarantine(app)
+    _register_summaries(app)
     _register_tokens(app)
     _register_operations(app)
     from attestgate.service.ui import register_ui

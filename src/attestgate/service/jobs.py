@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from attestgate.errors import AttestgateError
+from attestgate.storage import ensure_schema
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class JobQueue:
         self.engine = engine
         self.admit_fn = admit_fn
         self.on_done = on_done
-        metadata.create_all(engine)
+        ensure_schema(engine)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="admission")
         self.lock = threading.Lock()
         self.pending = 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import uvicorn
 
@@ -13,9 +12,9 @@ from attestgate.service.logs import configure_json_logging
 logger = logging.getLogger(__name__)
 
 
-def serve(*, home: Path, host: str, port: int, intake: Path | None, workers: int) -> None:
+def serve(config: ServiceConfig, *, host: str, port: int) -> None:
     """Serve until interrupted; the store's unfinished promotions are removed first."""
     configure_json_logging()
-    app = create_app(ServiceConfig(home=home, intake=intake, workers=workers))
+    app = create_app(config)
     logger.info("listening on %s:%d", host, port)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from attestgate.errors import UsageError
-from attestgate.storage import open_engine
+from attestgate.storage import ensure_schema, open_engine
 
 ROLES = ("submitter", "reviewer", "admin")
 # Permissions of each role; a submitter can never approve or reject.
@@ -76,7 +76,7 @@ class TokenStore:
     def __init__(self, engine: Engine, *, owns_engine: bool = False) -> None:
         self.engine = engine
         self.owns_engine = owns_engine
-        metadata.create_all(engine)
+        ensure_schema(engine)
 
     @classmethod
     def open(cls, home: Path) -> TokenStore:

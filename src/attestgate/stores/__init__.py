@@ -15,22 +15,29 @@ Layout under the state directory ``HOME``::
 A directory under ``sha256/`` is either complete or absent: it is built
 under ``.tmp`` and published with one ``rename``, after its audit record
 was appended.
+
+The quarantine queue (what is queued, and each review) is the
+``quarantine_queue`` table in the gate's database; see
+:mod:`attestgate.stores.queue`.
 """
 
 from attestgate.stores.local import ContentStore, StoreError, fsck, store_root
 from attestgate.stores.promote import Promotion, act_on_admission, promote
 from attestgate.stores.queue import QueueItem, approve, list_queue, reject, show
+from attestgate.stores.reconcile import Reconciliation, reconcile
 
 __all__ = [
     "ContentStore",
     "Promotion",
     "QueueItem",
+    "Reconciliation",
     "StoreError",
     "act_on_admission",
     "approve",
     "fsck",
     "list_queue",
     "promote",
+    "reconcile",
     "reject",
     "show",
     "store_root",

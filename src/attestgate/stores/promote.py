@@ -8,6 +8,8 @@ a complete one, and never an entry without its audit record:
    compare each size and SHA-256 with the record.
 3. Append the ``promotion`` audit record.
 4. Publish the temporary directory with one ``rename``.
+5. For the quarantine store, insert the artifact's row in the quarantine
+   queue table, or update the digest's queued row.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from attestgate.audit import AuditLog
+from attestgate.storage import db_error
 from attestgate.stores.local import (
     RECORD_FILE,
     ContentStore,
@@ -27,6 +32,7 @@ from attestgate.stores.local import (
     parse_digest,
     write_json,
 )
+from attestgate.stores.queue_table import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -123,13 +129,29 @@ def promote(
                 ContentStore.discard(work)
             raise
         created = store.publish(work, digest) if work is not None else False
-        if store_name == "quarantine" and not created:
-            # A later quarantine decision on the same digest replaces the record.
-            write_json(store.entry(digest) / RECORD_FILE, record)
+        if store_name == "quarantine":
+            if not created:
+                # A later quarantine decision on the same digest replaces the record.
+                write_json(store.entry(digest) / RECORD_FILE, record)
+            _enqueue(log, record, entry.seq, entry.created_at)
         return Promotion(store_name, digest, store.entry(digest), created, entry.seq)
     finally:
         if audit is None:
             log.close()
+
+
+def _enqueue(log: AuditLog, record: dict[str, Any], audit_seq: int, queued_at: str) -> None:
+    # A failure here leaves a store entry without its queue row, which
+    # attestgate.stores.reconcile.reconcile adds later from the audit log.
+    try:
+        with log.engine.begin() as conn:
+            enqueue(conn, record, audit_seq, queued_at=queued_at)
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(
+            f"sha256:{record['artifact']['digest']['sha256']} is in the quarantine store, but "
+            f"its quarantine queue row could not be written: {db_error(exc)}",
+            hint="run `attestgate quarantine reconcile` once the database is writable",
+        ) from exc
 
 
 def act_on_admission(home: Path, record: dict[str, Any]) -> Promotion | None:

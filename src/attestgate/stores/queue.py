@@ -1,6 +1,21 @@
 """The quarantine queue: list, show, approve and reject quarantined artifacts.
 
-Every action appends an audit record before it changes a store.
+The queue is the ``quarantine_queue`` table in the gate's database
+(:mod:`attestgate.stores.queue_table`), and the bytes stay in the
+content-addressed quarantine store. Every change follows one order, so that
+the audit log is never behind the stores and the table:
+
+- quarantining (:func:`attestgate.stores.promote.promote`): the
+  ``promotion`` audit record, then the store entry, then the queue row;
+- releasing an approved artifact and rejecting one: the
+  ``quarantine.release`` or ``quarantine.reject`` audit record, then the
+  removal of the store entry, then the row's new state.
+
+A crash can therefore leave a store entry without its row, or a queued row
+whose bytes were already removed, but never a row without an audit record.
+:func:`attestgate.stores.reconcile.reconcile` repairs both from the audit
+log, and :func:`list_queue` never returns a queued entry whose bytes are
+missing.
 """
 
 from __future__ import annotations
@@ -11,10 +26,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from attestgate.audit import AuditLog
-from attestgate.errors import UsageError
+from attestgate.errors import StorageError, UsageError
 from attestgate.findings import Severity
 from attestgate.policy import Policy, load_default_policy
+from attestgate.storage import DB_FILE, database_url, db_error
 from attestgate.stores.exceptions import (
     PolicyException,
     active_exceptions,
@@ -23,6 +41,16 @@ from attestgate.stores.exceptions import (
 )
 from attestgate.stores.local import ContentStore, parse_digest
 from attestgate.stores.promote import Promotion, promote
+from attestgate.stores.queue_table import (
+    APPROVED,
+    QUEUED,
+    REJECTED,
+    STATES,
+    QueueRow,
+    decide,
+    queued_row,
+    select_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,30 +64,67 @@ class NotQueuedError(UsageError):
 
 @dataclass(frozen=True)
 class QueueItem:
-    """One quarantined artifact, summarised from its decision record."""
+    """One entry of the quarantine queue, as its table row stores it."""
 
     digest: str
     record_id: str
     stage: str
     summary: str
     severity: str
-    created_at: str
+    queued_at: str
     path: str
     rules: tuple[str, ...]
+    name: str = ""
+    state: str = QUEUED
+    audit_seq: int = 0
+    reviewer: str | None = None
+    reason: str | None = None
+    decided_at: str | None = None
+
+    @classmethod
+    def from_row(cls, row: QueueRow) -> QueueItem:
+        return cls(
+            row.hex_digest,
+            row.decision_record_id,
+            row.stage,
+            row.summary,
+            row.severity,
+            row.queued_at,
+            row.artifact_path,
+            row.rules,
+            row.artifact_name,
+            row.state,
+            row.audit_seq,
+            row.reviewer,
+            row.reason,
+            row.decided_at,
+        )
+
+    @property
+    def created_at(self) -> str:
+        """The time the entry was first queued (the name earlier versions used)."""
+        return self.queued_at
 
     def age(self, now: datetime | None = None) -> timedelta:
-        return (now or datetime.now(UTC)) - datetime.fromisoformat(self.created_at)
+        return (now or datetime.now(UTC)) - datetime.fromisoformat(self.queued_at)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "digest": f"sha256:{self.digest}",
             "record_id": self.record_id,
+            "audit_seq": self.audit_seq,
             "stage": self.stage,
+            "name": self.name,
+            "path": self.path,
             "summary": self.summary,
             "severity": self.severity,
-            "created_at": self.created_at,
-            "path": self.path,
             "rules": list(self.rules),
+            "state": self.state,
+            "queued_at": self.queued_at,
+            "created_at": self.queued_at,
+            "reviewer": self.reviewer,
+            "reason": self.reason,
+            "decided_at": self.decided_at,
         }
 
 
@@ -87,24 +152,26 @@ class ApprovalResult:
         }
 
 
-def _worst_severity(record: dict[str, Any]) -> str:
-    labels = [r.get("severity", "info") for r in record.get("reasons", [])]
-    ranked = [Severity[label.upper()] for label in labels if label.upper() in Severity.__members__]
-    return max(ranked).label if ranked else "info"
+def open_audit(home: Path) -> AuditLog | None:
+    """Open the audit log in ``home``, or return None when there is no database yet."""
+    if database_url(home).startswith("sqlite") and not (home / DB_FILE).is_file():
+        return None
+    return AuditLog(home)
 
 
-def _item(digest: str, record: dict[str, Any]) -> QueueItem:
-    rules = tuple(sorted({r["rule"] for r in record.get("reasons", [])}))
-    return QueueItem(
-        digest,
-        record["id"],
-        record.get("stage", ""),
-        record.get("summary", ""),
-        _worst_severity(record),
-        record["created_at"],
-        record["artifact"]["path"],
-        rules,
-    )
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _read_rows(audit: AuditLog, state: str | None, stage: str | None) -> list[QueueRow]:
+    try:
+        with audit.engine.connect() as conn:
+            return select_rows(conn, state=state, stage=stage)
+    except sa.exc.SQLAlchemyError as exc:
+        raise StorageError(
+            f"the quarantine queue in {audit.home} could not be read: {db_error(exc)}",
+            hint="check that the database is reachable and not corrupt",
+        ) from exc
 
 
 def list_queue(
@@ -113,42 +180,98 @@ def list_queue(
     stage: str | None = None,
     min_severity: str | None = None,
     older_than: timedelta | None = None,
+    state: str | None = QUEUED,
 ) -> list[QueueItem]:
-    """Return the quarantined artifacts, oldest first, filtered by stage, severity and age."""
+    """Return the queue's entries in ``state`` (default queued), oldest first.
+
+    ``stage``, ``min_severity`` and ``older_than`` (time since queued) filter
+    the result; ``state=None`` returns every state. A queued entry whose
+    bytes are missing from the quarantine store is left out and logged.
+    """
+    from attestgate.stores.reconcile import reconcile_once
+
+    if state is not None and state not in STATES:
+        raise UsageError(f"unknown queue state {state!r}", hint=f"use one of {', '.join(STATES)}")
+    audit = open_audit(home)
+    if audit is None:
+        return []
+    try:
+        reconcile_once(home, audit)
+        rows = _read_rows(audit, state, stage)
+    finally:
+        audit.close()
     store = ContentStore(home, "quarantine")
     floor = Severity[min_severity.upper()] if min_severity else None
     now = datetime.now(UTC)
     items = []
-    for digest in store.digests():
-        record = store.read_record(digest)
-        if record is None:
+    missing = []
+    for row in rows:
+        if row.state == QUEUED and not store.contains(row.hex_digest):
+            missing.append(row.digest)
             continue
-        item = _item(digest, record)
-        if stage and item.stage != stage:
-            continue
+        item = QueueItem.from_row(row)
         if floor is not None and Severity[item.severity.upper()] < floor:
             continue
         if older_than is not None and item.age(now) < older_than:
             continue
         items.append(item)
-    return sorted(items, key=lambda i: i.created_at)
+    if missing:
+        logger.warning(
+            "left out %d queued artifact(s) whose bytes are missing from the quarantine store "
+            "in %s: %s; run `attestgate quarantine reconcile`, and reject those it still "
+            "reports missing",
+            len(missing),
+            home,
+            ", ".join(missing),
+        )
+    return items
 
 
-def _require(home: Path, digest: str) -> tuple[ContentStore, str, dict[str, Any]]:
+def _require(
+    home: Path, digest: str, *, need_bytes: bool = True
+) -> tuple[ContentStore, QueueRow, dict[str, Any]]:
+    """Return the store, the queued row and the decision record of a queued digest.
+
+    With ``need_bytes``, a row whose bytes are missing from the store is not queued.
+    """
     hex_digest = parse_digest(digest)
-    store = ContentStore(home, "quarantine")
-    record = store.read_record(hex_digest) if store.contains(hex_digest) else None
-    if record is None:
+    audit = open_audit(home)
+    row = None
+    record = None
+    if audit is not None:
+        try:
+            with audit.engine.connect() as conn:
+                row = queued_row(conn, f"sha256:{hex_digest}")
+            found = audit.get(row.decision_record_id) if row is not None else None
+            record = found.body if found is not None and found.kind == "decision" else None
+        finally:
+            audit.close()
+    if row is None:
         raise NotQueuedError(
             f"sha256:{hex_digest} is not in the quarantine queue",
             hint="run `attestgate quarantine list` to see the queued digests",
         )
-    return store, hex_digest, record
+    store = ContentStore(home, "quarantine")
+    if need_bytes and not store.contains(hex_digest):
+        raise NotQueuedError(
+            f"sha256:{hex_digest} is queued, but its bytes are missing from the quarantine "
+            f"store in {home}",
+            hint="reject it to clear the entry (`attestgate quarantine reject`), then admit "
+            "the artifact again",
+        )
+    if record is None:
+        # Rows are written after their audit records, so only an edited log gets here.
+        raise StorageError(
+            f"the decision record {row.decision_record_id} of queued sha256:{hex_digest} is "
+            "missing from the audit log",
+            hint="run `attestgate audit verify`",
+        )
+    return store, row, record
 
 
 def show(home: Path, digest: str) -> dict[str, Any]:
     """Return the queued artifact's record, its earlier decisions and its exceptions."""
-    store, hex_digest, record = _require(home, digest)
+    store, row, record = _require(home, digest)
     audit = AuditLog(home)
     try:
         history = [
@@ -161,17 +284,17 @@ def show(home: Path, digest: str) -> dict[str, Any]:
                 "stage": r.body.get("stage"),
                 "summary": r.body.get("summary"),
             }
-            for r in audit.records(artifact_digest=f"sha256:{hex_digest}")
+            for r in audit.records(artifact_digest=row.digest)
         ]
     finally:
         audit.close()
-    exceptions = active_exceptions(home, f"sha256:{hex_digest}")
+    exceptions = active_exceptions(home, row.digest)
     return {
-        "item": _item(hex_digest, record).to_json(),
+        "item": QueueItem.from_row(row).to_json(),
         "record": record,
         "history": history,
         "exceptions": [e.to_json() for e in exceptions],
-        "stored_at": str(store.entry(hex_digest)),
+        "stored_at": str(store.entry(row.hex_digest)),
     }
 
 
@@ -205,14 +328,16 @@ def approve(
 
     1. Record an exception for every rule that quarantined it, and the approval.
     2. Admit the quarantine copy again under the policy with those exceptions.
-    3. If the decision is now allow, promote the copy to the trusted store and
-       remove it from the quarantine store.
+    3. If the decision is now allow, promote the copy to the trusted store,
+       remove it from the quarantine store and mark its queue row approved.
+       If it is quarantine again, the new decision replaces the row's.
     """
     from attestgate.pipeline import admit
 
     _check_approval(reason, approver, expires)
-    store, hex_digest, record = _require(home, digest)
-    artifact_digest = f"sha256:{hex_digest}"
+    store, row, record = _require(home, digest)
+    artifact_digest = row.digest
+    hex_digest = row.hex_digest
     stage = record["stage"]
     rules = sorted({r["rule"] for r in record.get("reasons", [])})
 
@@ -252,7 +377,7 @@ def approve(
         result.promotion = promote(
             home, admission.record, "trusted", source=store.artifact_path(hex_digest)
         )
-        result.released = _remove(home, store, hex_digest, "quarantine.release", approver, reason)
+        result.released = _remove(home, store, row, APPROVED, approver, reason)
     elif admission.action == "quarantine":
         promote(home, admission.record, "quarantine")
     logger.info("approved %s by %s: now %s", artifact_digest, approver, result.decision)
@@ -260,25 +385,51 @@ def approve(
 
 
 def _remove(
-    home: Path, store: ContentStore, hex_digest: str, kind: str, actor: str, reason: str
+    home: Path, store: ContentStore, row: QueueRow, state: str, actor: str, reason: str
 ) -> bool:
+    """Record the review, remove the quarantine copy, then mark the row; return the removal."""
+    kind = "quarantine.release" if state == APPROVED else "quarantine.reject"
     audit = AuditLog(home)
     try:
-        audit.append(
+        entry = audit.append(
             kind,
             {"store": "quarantine", "actor": actor, "reason": reason},
-            artifact_digest=f"sha256:{hex_digest}",
+            artifact_digest=row.digest,
         )
+        removed = store.remove(row.hex_digest)
+        try:
+            with audit.engine.begin() as conn:
+                decide(conn, row, state, reviewer=actor, reason=reason, decided_at=entry.created_at)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StorageError(
+                f"{row.digest} was removed from the quarantine store, but its queue row could "
+                f"not be marked {state}: {db_error(exc)}",
+                hint="run `attestgate quarantine reconcile` once the database is writable",
+            ) from exc
     finally:
         audit.close()
-    return store.remove(hex_digest)
+    return removed
 
 
 def reject(home: Path, digest: str, *, reason: str, reviewer: str) -> bool:
-    """Reject a quarantined artifact: record the rejection, then remove the copy."""
+    """Reject a quarantined artifact: record the rejection, remove the copy, mark the row.
+
+    An entry whose bytes are already missing can be rejected too, which clears it.
+    """
     if not reason.strip():
         raise UsageError("a rejection needs a reason", hint="say what is wrong with the artifact")
-    store, hex_digest, _record = _require(home, digest)
-    removed = _remove(home, store, hex_digest, "quarantine.reject", reviewer, reason)
-    logger.info("rejected sha256:%s by %s", hex_digest, reviewer)
+    store, row, _record = _require(home, digest, need_bytes=False)
+    removed = _remove(home, store, row, REJECTED, reviewer, reason)
+    logger.info("rejected %s by %s", row.digest, reviewer)
     return removed
+
+
+__all__ = [
+    "ApprovalResult",
+    "NotQueuedError",
+    "QueueItem",
+    "approve",
+    "list_queue",
+    "reject",
+    "show",
+]
