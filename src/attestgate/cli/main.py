@@ -36,6 +36,7 @@ COMMANDS = {
     "exceptions": "cmd_exceptions",
     "deploy-profile": "cmd_deploy_profile",
     "db": "cmd_db",
+    "eval": "cmd_eval",
 }
 
 
