@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+import attestgate.policy
 from attestgate.audit import AuditLog
 from attestgate.cli.main import main
 from attestgate.errors import UsageError
 from attestgate.pipeline import admit
+from attestgate.policy import load_policy
 from attestgate.stores import ContentStore, act_on_admission, approve, list_queue, reject, show
 
 
@@ -109,3 +111,52 @@ def test_cli_workflow(tmp_path: Path, model: Path) -> None:
     out = io.StringIO()
     assert main([*args, "--approver", "ana", "--home", str(home)], out) == 0
     assert "promoted to the trusted store" in out.getvalue()
+
+
+def _audit_kinds(home: Path) -> list[str]:
+    log = AuditLog(home)
+    try:
+        return [r.kind for r in log.records()]
+    finally:
+        log.close()
+
+
+def _strict_policy(tmp_path: Path, max_days: int) -> Path:
+    text = (Path(attestgate.policy.__file__).parent / "default.yaml").read_text("utf-8")
+    text = text.replace("exceptions:\n", f"exceptions:\n  maxDays: {max_days}\n", 1)
+    path = tmp_path / "strict.yaml"
+    path.write_text(text, "utf-8")
+    return path
+
+
+def test_approve_other_policy_refused(tmp_path: Path, model: Path) -> None:
+    home = tmp_path / "home"
+    digest = _quarantine(home, model)
+    before = _audit_kinds(home)
+    other = load_policy(_strict_policy(tmp_path, 30))
+    with pytest.raises(UsageError, match="quarantined under policy 'default'"):
+        approve(home, digest, reason="ok", approver="ana", expires=_later(), policy=other)
+    assert _audit_kinds(home) == before
+
+
+def test_approve_respects_max_days(tmp_path: Path, model: Path) -> None:
+    home = tmp_path / "home"
+    policy = load_policy(_strict_policy(tmp_path, 10))
+    admission = admit(model, stage="deployment", home=home, policy=policy)
+    act_on_admission(home, admission.record)
+    digest = f"sha256:{admission.record['artifact']['digest']['sha256']}"
+    with pytest.raises(UsageError, match="maximum of 10 days"):
+        approve(home, digest, reason="ok", approver="ana", expires=_later(30), policy=policy)
+    result = approve(home, digest, reason="ok", approver="ana", expires=_later(5), policy=policy)
+    assert result.decision == "allow"
+
+
+def test_approve_missing_file_refused(tmp_path: Path, model: Path) -> None:
+    home = tmp_path / "home"
+    digest = _quarantine(home, model)
+    stored = ContentStore(home, "quarantine").artifact_path(digest.removeprefix("sha256:"))
+    stored.unlink()
+    before = _audit_kinds(home)
+    with pytest.raises(UsageError, match="stored files are missing"):
+        approve(home, digest, reason="ok", approver="ana", expires=_later())
+    assert _audit_kinds(home) == before

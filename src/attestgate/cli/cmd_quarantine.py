@@ -29,7 +29,11 @@ def register(sub: Any) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     listing = actions.add_parser("list", help="list the queue, oldest first")
-    listing.add_argument("--stage", choices=("training", "fine-tuning", "deployment"))
+    listing.add_argument(
+        "--stage",
+        choices=("training", "fine-tuning", "deployment"),
+        help="only items quarantined for this stage",
+    )
     listing.add_argument(
         "--severity", choices=SEVERITIES, help="only items whose worst reason is at least this"
     )
@@ -44,22 +48,34 @@ def register(sub: Any) -> None:
     )
 
     showing = actions.add_parser("show", help="show one item's record and earlier decisions")
-    showing.add_argument("digest", metavar="DIGEST", help="sha256:<hex> of the artifact")
+    showing.add_argument(
+        "digest",
+        metavar="DIGEST",
+        help="sha256: and the 64 hex digits of a queued artifact (`list --format json` "
+        "prints them in full)",
+    )
 
     approving = actions.add_parser("approve", help="approve with a reason and an expiry")
-    approving.add_argument("digest", metavar="DIGEST")
+    approving.add_argument("digest", metavar="DIGEST", help="sha256:<hex> of a queued artifact")
     approving.add_argument("--reason", required=True, help="why the findings are acceptable")
     approving.add_argument(
         "--expires",
         required=True,
         metavar="DATE",
-        help="when the exception ends: an ISO 8601 date or time (UTC unless it has an offset)",
+        help="when the exception ends: an ISO 8601 date (the end of that day, UTC) or time "
+        "(UTC unless it has an offset), at most 366 days away",
     )
     approving.add_argument("--approver", help="reviewer name (default: the login name)")
-    approving.add_argument("--policy", type=Path, metavar="FILE", help="policy file")
+    approving.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="the policy file that quarantined the artifact (default: the built-in policy); "
+        "any other policy is refused",
+    )
 
     rejecting = actions.add_parser("reject", help="reject and remove from quarantine")
-    rejecting.add_argument("digest", metavar="DIGEST")
+    rejecting.add_argument("digest", metavar="DIGEST", help="sha256:<hex> of a queued artifact")
     rejecting.add_argument("--reason", required=True, help="what is wrong with the artifact")
     rejecting.add_argument("--reviewer", help="reviewer name (default: the login name)")
 
@@ -86,9 +102,10 @@ def parse_expiry(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _text_list(items: list[dict[str, Any]]) -> str:
+def _text_list(items: list[dict[str, Any]], state: str, filtered: bool) -> str:
     if not items:
-        return "the quarantine queue is empty"
+        subject = "no entry" if state == "all" else f"no {state} entry"
+        return subject + (" matches the filters" if filtered else " in the quarantine queue")
     lines = [f"{'DIGEST':<20} {'STAGE':<12} {'SEVERITY':<9} {'STATE':<9} {'QUEUED':<33} RULES"]
     for item in items:
         lines.append(
@@ -96,6 +113,18 @@ def _text_list(items: list[dict[str, Any]]) -> str:
             f"{item['state']:<9} {item['queued_at']:<33} {', '.join(item['rules'])}"
         )
     return "\n".join(lines)
+
+
+def _text_approval(digest: str, decision: str, promoted: bool) -> str:
+    text = f"approved {digest}: the decision is now {decision}"
+    if promoted:
+        return text + " and it was promoted to the trusted store"
+    if decision == "quarantine":
+        return (
+            text + "; it stays queued with the reasons the exceptions do not cover "
+            f"(`attestgate quarantine show {digest}`)"
+        )
+    return text
 
 
 def _text_reconcile(body: dict[str, list[str]]) -> str:
@@ -140,6 +169,7 @@ def run(args: argparse.Namespace, stdout: TextIO) -> int:
     as_json = args.format == "json"
     if args.action == "list":
         older = timedelta(hours=args.older_than) if args.older_than is not None else None
+        filtered = args.stage is not None or args.severity is not None or older is not None
         items = [
             i.to_json()
             for i in list_queue(
@@ -150,7 +180,7 @@ def run(args: argparse.Namespace, stdout: TextIO) -> int:
                 state=None if args.state == "all" else args.state,
             )
         ]
-        text = common.dump_json(items) if as_json else _text_list(items)
+        text = common.dump_json(items) if as_json else _text_list(items, args.state, filtered)
     elif args.action == "show":
         shown = show(home, args.digest)
         text = common.dump_json(shown) if as_json else _text_show(shown)
@@ -167,10 +197,7 @@ def run(args: argparse.Namespace, stdout: TextIO) -> int:
         text = (
             common.dump_json(body)
             if as_json
-            else (
-                f"approved {args.digest}: the decision is now {result.decision}"
-                + (" and it was promoted to the trusted store" if result.promotion else "")
-            )
+            else _text_approval(args.digest, result.decision, bool(result.promotion))
         )
         common.emit(text, args.output, stdout)
         return common.EXIT_FOR_ACTION[result.decision]

@@ -216,6 +216,22 @@ class ContentStore:
             return None
         return value
 
+    def missing_files(self, digest: str) -> list[str]:
+        """Return the manifest paths whose stored file is missing or has another size."""
+        base = self.entry(digest) / ARTIFACT_DIR
+        manifest = json.loads((self.entry(digest) / MANIFEST_FILE).read_text("utf-8"))
+        missing = []
+        for item in manifest["files"]:
+            path = base.joinpath(*safe_relative(str(item["path"])).parts)
+            try:
+                info = path.lstat()
+            except OSError:
+                missing.append(str(item["path"]))
+                continue
+            if not stat.S_ISREG(info.st_mode) or info.st_size != item["size"]:
+                missing.append(str(item["path"]))
+        return missing
+
     def artifact_path(self, digest: str) -> Path:
         """Return the stored copy: the file of a single-file artifact, else the directory."""
         base = self.entry(digest) / ARTIFACT_DIR

@@ -13,6 +13,13 @@ the audit log is never behind the stores and the table:
 
 A crash can therefore leave a store entry without its row, or a queued row
 whose bytes were already removed, but never a row without an audit record.
+
+Approving and rejecting one digest hold a lock for that digest from the
+moment they read its queued row until they finish (:func:`review_lock`), so
+two reviews of the same entry never interleave: the second one finds the
+entry reviewed. Without the lock, a rejection that lands while an approval
+re-admits the artifact leaves an allow decision, and possibly a trusted
+copy, for an artifact that a reviewer rejected.
 :func:`attestgate.stores.reconcile.reconcile` repairs both from the audit
 log, and :func:`list_queue` never returns a queued entry whose bytes are
 missing.
@@ -20,7 +27,10 @@ missing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,12 +42,11 @@ from attestgate.audit import AuditLog
 from attestgate.errors import StorageError, UsageError
 from attestgate.findings import Severity
 from attestgate.policy import Policy, load_default_policy
-from attestgate.storage import DB_FILE, database_url, db_error
+from attestgate.storage import DB_FILE, database_url, db_error, open_engine
 from attestgate.stores.exceptions import (
     PolicyException,
     active_exceptions,
     add_exceptions,
-    waiving_policy,
 )
 from attestgate.stores.local import ContentStore, parse_digest
 from attestgate.stores.promote import Promotion, promote
@@ -157,6 +166,44 @@ def open_audit(home: Path) -> AuditLog | None:
     if database_url(home).startswith("sqlite") and not (home / DB_FILE).is_file():
         return None
     return AuditLog(home)
+
+
+# Key space of the PostgreSQL advisory locks that serialise reviews, so that
+# they cannot collide with the migration lock: "review" in ASCII.
+_REVIEW_LOCK_SPACE = 0x726576696577
+
+
+@contextlib.contextmanager
+def review_lock(home: Path, hex_digest: str) -> Iterator[None]:
+    """Hold the lock that serialises approvals and rejections of one digest.
+
+    With the embedded SQLite database, the lock is an exclusive ``flock`` on
+    ``HOME/locks/review-<digest>.lock``, which covers the processes of one
+    host. With a server database, it is a PostgreSQL session advisory lock,
+    which covers every replica that shares the database.
+    """
+    url = database_url(home)
+    if url.startswith("sqlite"):
+        folder = home / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"review-{hex_digest}.lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    engine = open_engine(home)
+    key = int.from_bytes(bytes.fromhex(hex_digest)[:6], "big") ^ (_REVIEW_LOCK_SPACE << 8)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    finally:
+        engine.dispose()
 
 
 def _now() -> str:
@@ -332,14 +379,43 @@ def approve(
        remove it from the quarantine store and mark its queue row approved.
        If it is quarantine again, the new decision replaces the row's.
     """
+    _check_approval(reason, approver, expires)
+    with review_lock(home, parse_digest(digest)):
+        return _approve(home, digest, reason, approver, expires, policy)
+
+
+def _approve(
+    home: Path,
+    digest: str,
+    reason: str,
+    approver: str,
+    expires: datetime,
+    policy: Policy | None,
+) -> ApprovalResult:
     from attestgate.pipeline import admit
 
-    _check_approval(reason, approver, expires)
     store, row, record = _require(home, digest)
     artifact_digest = row.digest
     hex_digest = row.hex_digest
     stage = record["stage"]
     rules = sorted({r["rule"] for r in record.get("reasons", [])})
+    base = policy or load_default_policy()
+    _check_same_policy(record, base)
+    max_days = (base.document.get("exceptions") or {}).get("maxDays")
+    if max_days and expires > datetime.now(UTC) + timedelta(days=int(max_days)):
+        raise UsageError(
+            f"expiry {expires.isoformat()} is more than the policy's maximum of {max_days} days "
+            "away",
+            hint="choose a nearer expiry and approve again when it runs out",
+        )
+    missing = store.missing_files(hex_digest)
+    if missing:
+        raise NotQueuedError(
+            f"{artifact_digest} is queued, but {len(missing)} of its stored files are missing "
+            f"from the quarantine store (first: {missing[0]})",
+            hint="reject it to clear the entry (`attestgate quarantine reject`), then admit "
+            "the artifact again",
+        )
 
     created = add_exceptions(
         home, artifact_digest, rules, reason=reason, approver=approver, expires=expires
@@ -360,15 +436,14 @@ def approve(
         )
     finally:
         audit.close()
-    exceptions = active_exceptions(home, artifact_digest)
-    critical = {r["rule"] for r in record.get("reasons", []) if r.get("severity") == "critical"}
     result = ApprovalResult(created, record, audit_seqs=[entry.seq])
 
-    base = policy or load_default_policy()
+    # The admission applies the digest's exceptions under the policy's own
+    # exception rules (maximum lifetime, two approvers).
     admission = admit(
         store.artifact_path(hex_digest),
         stage=stage,
-        policy=waiving_policy(base, stage, exceptions, critical),
+        policy=base,
         home=home,
         discover_evidence=False,
     )
@@ -382,6 +457,23 @@ def approve(
         promote(home, admission.record, "quarantine")
     logger.info("approved %s by %s: now %s", artifact_digest, approver, result.decision)
     return result
+
+
+def _check_same_policy(record: dict[str, Any], policy: Policy) -> None:
+    """Raise unless ``policy`` is the policy that quarantined the artifact.
+
+    Judging the copy again under another policy would let an approval
+    escape the quarantining policy's rules and exception limits.
+    """
+    used = record.get("policy") or {}
+    digest = (used.get("digest") or {}).get("sha256")
+    if digest != policy.sha256:
+        raise UsageError(
+            f"the artifact was quarantined under policy {used.get('name')!r} "
+            f"({used.get('source')}, sha256 {digest}), not {policy.name!r} "
+            f"(sha256 {policy.sha256})",
+            hint="approve with --policy naming the policy file that quarantined it",
+        )
 
 
 def _remove(
@@ -418,8 +510,9 @@ def reject(home: Path, digest: str, *, reason: str, reviewer: str) -> bool:
     """
     if not reason.strip():
         raise UsageError("a rejection needs a reason", hint="say what is wrong with the artifact")
-    store, row, _record = _require(home, digest, need_bytes=False)
-    removed = _remove(home, store, row, REJECTED, reviewer, reason)
+    with review_lock(home, parse_digest(digest)):
+        store, row, _record = _require(home, digest, need_bytes=False)
+        removed = _remove(home, store, row, REJECTED, reviewer, reason)
     logger.info("rejected %s by %s", row.digest, reviewer)
     return removed
 
@@ -431,5 +524,6 @@ __all__ = [
     "approve",
     "list_queue",
     "reject",
+    "review_lock",
     "show",
 ]
