@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from attestgate.errors import StorageError
+from attestgate.errors import ConfigurationError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +60,23 @@ def database_url(home: Path) -> str:
 
 def open_engine(home: Path, url: str | None = None) -> Engine:
     """Return an engine for the gate's database: ``url``, the environment's, or SQLite."""
+    where = "the database URL" if url else f"{DATABASE_URL_ENV}"
     url = url or database_url(home)
     if not url.startswith("sqlite"):
-        shared = sa.create_engine(url, pool_pre_ping=True)
+        try:
+            shared = sa.create_engine(url, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+            # The URL itself is left out of the message: it may carry a password.
+            problem = (
+                "is not a valid SQLAlchemy URL"
+                if type(exc) is sa.exc.ArgumentError
+                else f"names a driver that cannot be loaded ({exc})"
+            )
+            raise ConfigurationError(
+                f"{where} {problem}",
+                hint="give a URL such as postgresql+psycopg://user:password@host/db, "
+                f"or unset {DATABASE_URL_ENV} to use SQLite in the state directory",
+            ) from None
         _url_engines.add(shared)
         return shared
     engine = sa.create_engine(url)

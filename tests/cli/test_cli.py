@@ -163,6 +163,30 @@ def test_internal_error_exit_1(home, model, monkeypatch, capsys):
     assert "simulated bug" in capsys.readouterr().err
 
 
+def test_interrupt_names_command(home, monkeypatch, capsys):
+    import attestgate.cli.cmd_audit
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(attestgate.cli.cmd_audit, "run", interrupt)
+    code, _ = run("audit", "verify", "--home", str(home))
+    assert code == 1
+    assert "attestgate audit did not finish" in capsys.readouterr().err
+
+
+def test_interrupted_admit_message(home, model, monkeypatch, capsys):
+    import attestgate.policy
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(attestgate.policy, "evaluate", interrupt)
+    code, _ = run("admit", str(model), "--home", str(home))
+    assert code == 1
+    assert "interrupted; nothing was admitted" in capsys.readouterr().err
+
+
 def test_empty_path_exit_2(home, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _ = run("admit", "", "--home", str(home))

@@ -78,3 +78,19 @@ def test_quarantine_reconcile_reports(tmp_path: Path) -> None:
     code, body = _run("quarantine", "reconcile", "--home", str(home), "--format", "json")
     assert code == 0
     assert body == {"added": [], "completed": [], "missing": [], "unrecorded": []}
+
+
+def test_bad_database_url_usage(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    monkeypatch.setenv("ATTESTGATE_DATABASE_URL", "postgresql+nodriver://u:secret@h/db")
+    code, _ = _run("db", "current", "--home", str(tmp_path))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "ATTESTGATE_DATABASE_URL names a driver that cannot be loaded" in err
+    assert "secret" not in err
+
+
+def test_unparsable_database_url(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    monkeypatch.setenv("ATTESTGATE_DATABASE_URL", "not a url")
+    code, _ = _run("db", "upgrade", "--home", str(tmp_path))
+    assert code == 2
+    assert "is not a valid SQLAlchemy URL" in capsys.readouterr().err

@@ -13,24 +13,36 @@ def register(sub: Any) -> None:
     parser = sub.add_parser(
         "db",
         help="upgrade the database schema or show its revision",
-        description="Manage the schema of the gate's database: SQLite in the state directory, "
-        "or the database ATTESTGATE_DATABASE_URL names. Every command that opens the "
-        "database upgrades it to the newest revision on its own; `db upgrade` does the same "
-        "on purpose, for example before several replicas start.",
+        description="Manage the schema of the gate's database: attestgate.db (SQLite) in the\n"
+        "state directory, or the database that ATTESTGATE_DATABASE_URL names.\n\n"
+        "Every other command that opens the database upgrades it to the newest\n"
+        "revision on its own. `db upgrade` does the same on purpose, for example\n"
+        "before several replicas start. `db current` and `db history` do not\n"
+        "migrate, and report a state directory without attestgate.db instead of\n"
+        "creating the file.",
         epilog=common.EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     upgrading = actions.add_parser(
-        "upgrade", help="migrate to the newest revision, adopting a database made without one"
+        "upgrade",
+        help="migrate to the newest revision (or REVISION), adopting a database made without one",
     )
     upgrading.add_argument(
-        "revision", nargs="?", default="head", help="target revision (default: head)"
+        "revision",
+        nargs="?",
+        default="head",
+        metavar="REVISION",
+        help="target revision, such as 0003 (default: head, the newest); `db history` lists them",
     )
     downgrading = actions.add_parser(
         "downgrade", help="migrate down to REVISION, dropping the tables added after it"
     )
-    downgrading.add_argument("revision", metavar="REVISION", help="target revision, 0001 or later")
+    downgrading.add_argument(
+        "revision",
+        metavar="REVISION",
+        help="target revision, 0001 or later; `db history` lists them",
+    )
     current = actions.add_parser("current", help="print the database's schema revision")
     history = actions.add_parser("history", help="list the schema revisions, newest first")
     for child in (upgrading, downgrading, current, history):

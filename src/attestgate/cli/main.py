@@ -99,6 +99,15 @@ def _configure_logging(verbose: int) -> None:
     root.propagate = False
 
 
+def _unfinished(command: str) -> str:
+    # A promotion is published by one rename at its end, so an interrupted
+    # admission has put nothing into a store. Other commands may have done
+    # part of their work (an evaluation keeps the admissions it made).
+    if command == "admit":
+        return "nothing was admitted"
+    return f"attestgate {command} did not finish"
+
+
 def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
     """Run the command line and return the exit status."""
     stdout = stdout or sys.stdout
@@ -122,12 +131,12 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
             logger.exception("details")
         return EXIT_INTERNAL
     except KeyboardInterrupt:
-        print("attestgate: interrupted; nothing was admitted", file=sys.stderr)
+        print(f"attestgate: interrupted; {_unfinished(args.command)}", file=sys.stderr)
         return EXIT_INTERNAL
     except Exception as exc:  # last line of defence: fail closed and report
         print(
             f"attestgate: internal error: {type(exc).__name__}: {exc}\n"
-            "nothing was admitted; run again with -vv for the traceback",
+            f"{_unfinished(args.command)}; run again with -vv for the traceback",
             file=sys.stderr,
         )
         if args.verbose >= 2:
