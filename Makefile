@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # it stops pip from pulling a multi-gigabyte CUDA build from the index.
 TORCH ?= torch==2.13.0
 
-.PHONY: venv test lint typecheck check demo bench clean
+.PHONY: venv test lint typecheck check demo bench bench-pickle peers eval-peers clean
 
 # The stamp, not the console script, marks a complete install: a .venv made
 # by hand with `pip install -e .` has the script but no test tools.
@@ -40,5 +40,25 @@ demo: venv
 bench: venv
 	$(BIN)/python bench/bench_admit.py
 
+# The peer scanners (the `bench` extra) need older rich and python-dateutil
+# than the gate's environment, so they get their own virtual environment,
+# where peers.py finds them through ATTESTGATE_PEERS_BIN.
+PEERS_VENV ?= .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.peers-installed
+
+$(PEERS_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/pip install --quiet '.[bench]'
+	touch $@
+
+peers: $(PEERS_STAMP)
+
+bench-pickle: venv peers
+	ATTESTGATE_PEERS_BIN=$(PEERS_VENV)/bin $(BIN)/python bench/bench_pickle.py
+
+eval-peers: venv peers
+	ATTESTGATE_PEERS_BIN=$(PEERS_VENV)/bin $(BIN)/attestgate eval --peers --out eval-out
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) .pytest_cache .mypy_cache .ruff_cache

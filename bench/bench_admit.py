@@ -1,9 +1,10 @@
 """Measure what ``attestgate admit`` costs compared with hashing the same bytes.
 
-The benchmark writes two synthetic safetensors artifacts into the work folder:
-one file of ``--size-gib`` GiB with four F32 tensors, and a directory of four
-shards of a quarter of that size each, with a Hugging Face style index. It
-then times, with a warm page cache, the median of ``--runs`` runs of:
+For each size in ``--size-gib``, the benchmark writes two synthetic
+safetensors artifacts into the work folder. One is a file of that many GiB
+with four F32 tensors. The other is a directory of four shards of a quarter
+of that size each, with a Hugging Face style index. It then times, with a
+warm page cache, the median of ``--runs`` runs of:
 
 - ``openssl dgst -sha256`` over the file, and over all files of the directory
   in one process (the time to read and hash the bytes once);
@@ -13,9 +14,16 @@ then times, with a warm page cache, the median of ``--runs`` runs of:
   a fresh gate home;
 - ``attestgate --version`` (interpreter start and import cost).
 
+Then, for each worker count in ``--workers``, it starts that many
+``attestgate admit`` processes at once, each on its own ``--worker-mib`` MiB
+safetensors file and all into one gate home, and as many ``openssl dgst
+-sha256`` processes on the same files, and reports the median wall time of
+each batch.
+
 Every ratio it prints comes from medians measured in the same invocation.
-Peak resident memory of each process comes from ``wait4``. Run it with
-``make bench``; see BENCHMARKS.md for how to read the output.
+Peak resident memory of each process comes from GNU time, or from ``wait4``
+without it. The load average is recorded before and after every round. Run
+it with ``make bench``; see BENCHMARKS.md for how to read the output.
 """
 
 from __future__ import annotations
@@ -33,10 +41,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -59,6 +67,9 @@ POOL_BLOCKS = 16
 # `attestgate admit` exit statuses for allow, quarantine and block. Any other
 # status means the gate failed, and the benchmark stops.
 ADMIT_DECISION_STATUSES = frozenset({0, 3, 4})
+
+
+Number = TypeVar("Number", int, float)
 
 
 class BenchError(RuntimeError):
@@ -205,6 +216,19 @@ def write_signing_key(path: Path) -> None:
 # --- Running and timing commands ---------------------------------------------
 
 
+def use_bytecode_cache(workdir: Path) -> None:
+    """Let child Python processes cache compiled bytecode under ``workdir``.
+
+    An editable install has no compiled bytecode, while pip compiles the
+    packages it installs. Without a cache (``PYTHONDONTWRITEBYTECODE`` set),
+    every attestgate process compiles its source again, which added about
+    0.14 s to each run on the machine in BENCHMARKS.md. The warm-up run
+    fills the cache for every command alike.
+    """
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+
+
 def warm_page_cache(paths: Sequence[Path]) -> None:
     """Read every file once so that timed runs read from the page cache."""
     for path in paths:
@@ -288,12 +312,17 @@ def maxrss_bytes(usage: resource.struct_rusage) -> int:
 
 
 def measure(
-    commands: Sequence[Command], runs: int, workdir: Path, gnu_time: str | None
+    commands: Sequence[Command],
+    runs: int,
+    workdir: Path,
+    gnu_time: str | None,
+    loads: list[tuple[float, float]],
 ) -> dict[str, Measurement]:
     """Run every command once to warm up, then ``runs`` rounds in turn.
 
     Rounds interleave the commands, so a slow drift of the machine (another
-    tenant, thermal limits) affects all of them alike.
+    tenant, thermal limits) affects all of them alike. The one-minute load
+    average before and after each round is appended to ``loads``.
     """
     logs = workdir / "logs"
     homes = workdir / "homes"
@@ -304,7 +333,12 @@ def measure(
     for command in commands:
         run_once(command, logs, homes, gnu_time)
     for round_number in range(1, runs + 1):
-        print(f"round {round_number} of {runs}", file=sys.stderr, flush=True)
+        before = os.getloadavg()[0]
+        print(
+            f"round {round_number} of {runs} (load average {before:.2f})",
+            file=sys.stderr,
+            flush=True,
+        )
         for command in commands:
             seconds, peak, status = run_once(command, logs, homes, gnu_time)
             result = results[command.name]
@@ -313,6 +347,7 @@ def measure(
             result.statuses.append(status)
             stdout = (logs / f"{command.name}.stdout").read_text(errors="replace")
             result.stdouts.append(stdout)
+        loads.append((before, os.getloadavg()[0]))
     return results
 
 
@@ -456,8 +491,9 @@ def machine_info(gate: Sequence[str]) -> dict[str, Any]:
 
 
 def summarize(
-    results: dict[str, Measurement], machine: dict[str, Any], args: argparse.Namespace
+    results: dict[str, Measurement], size_gib: float, loads: Sequence[tuple[float, float]]
 ) -> dict[str, Any]:
+    """Return the measurements, ratios and memory shares of one artifact size."""
     measurements = {
         name: {
             "case": result.command.case,
@@ -481,8 +517,8 @@ def summarize(
         for name in ("admit_file", "admit_dir")
     }
     return {
-        "machine": machine,
-        "parameters": {"size_gib": args.size_gib, "runs": args.runs},
+        "size_gib": size_gib,
+        "load_average": [list(pair) for pair in loads],
         "measurements": measurements,
         "ratios": ratios,
         "admit_peak_rss_share_of_artifact": rss_share,
@@ -495,15 +531,30 @@ def summarize(
 def print_report(summary: dict[str, Any]) -> None:
     machine = summary["machine"]
     parameters = summary["parameters"]
-    print(
-        f"attestgate admit benchmark: {parameters['size_gib']} GiB per artifact, "
-        f"median of {parameters['runs']} runs, warm page cache"
-    )
+    print(f"attestgate admit benchmark: median of {parameters['runs']} runs, warm page cache")
     print(
         f"machine: {machine['cpu_model']}, {machine['cpus']} CPUs, "
         f"{machine['system']}, Python {machine['python']}, {machine['openssl']}"
     )
+    for size in summary["sizes"].values():
+        print_size(size)
+    if summary.get("throughput"):
+        print_throughput(summary["throughput"])
+
+
+def load_range(loads: Sequence[Sequence[float]]) -> str:
+    values = [value for pair in loads for value in pair]
+    if not values:
+        return "not recorded"
+    return f"{min(values):.2f} to {max(values):.2f}"
+
+
+def print_size(summary: dict[str, Any]) -> None:
     print()
+    print(
+        f"{summary['size_gib']:g} GiB per artifact; load average during the rounds "
+        f"{load_range(summary['load_average'])}"
+    )
     header = f"{'case':<18} {'command':<24} {'median s':>9} {'MiB/s':>8} {'peak RSS MiB':>13}"
     print(header)
     print("-" * len(header))
@@ -534,7 +585,153 @@ def print_report(summary: dict[str, Any]) -> None:
         print(f"  {name:<12} {decision}: {stages or 'no stage timings'}")
 
 
+# --- Parallel intake ---------------------------------------------------------------
+
+
+def generate_parallel(folder: Path, count: int, mib: int, reuse: bool) -> list[Path]:
+    """Write ``count`` single-file artifacts of ``mib`` MiB, each from its own seed.
+
+    Distinct contents give distinct digests, so no admission finds another's
+    stored copy.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = tensor_rows(mib * MIB, TENSORS_PER_FILE)
+    paths = [folder / f"model-{index}.safetensors" for index in range(count)]
+    for index, path in enumerate(paths):
+        if reuse and path.is_file():
+            continue
+        names = [(f"layers.{tensor}.weight", rows) for tensor in range(TENSORS_PER_FILE)]
+        write_safetensors(path, names, f32_blocks(SEED + 100 + index))
+    return paths
+
+
+def run_batch(
+    argvs: Sequence[Sequence[str]], logs: Path, name: str, ok_statuses: frozenset[int]
+) -> float:
+    """Start every command at once and return the wall time until the last one exits."""
+    processes: list[tuple[Sequence[str], subprocess.Popen[bytes]]] = []
+    start = time.perf_counter()
+    for index, argv in enumerate(argvs):
+        stdout = logs / f"{name}-{index}.stdout"
+        stderr = logs / f"{name}-{index}.stderr"
+        with stdout.open("wb") as out, stderr.open("wb") as err:
+            try:
+                process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            except OSError as exc:
+                raise BenchError(f"could not start {shlex.join(argv)}: {exc}") from exc
+        processes.append((argv, process))
+    statuses = [process.wait() for _, process in processes]
+    seconds = time.perf_counter() - start
+
+    for index, ((argv, _), status) in enumerate(zip(processes, statuses, strict=True)):
+        if status not in ok_statuses:
+            tail = (logs / f"{name}-{index}.stderr").read_text(errors="replace")
+            raise BenchError(
+                f"{shlex.join(argv)} exited with status {status}; the last lines of its "
+                "error output were:\n" + "\n".join(tail.strip().splitlines()[-10:])
+            )
+    return seconds
+
+
+def measure_throughput(
+    gate: Sequence[str], files: Sequence[Path], workers: Sequence[int], runs: int, workdir: Path
+) -> dict[str, Any]:
+    """Time batches of parallel admissions and of parallel ``openssl dgst`` runs.
+
+    A batch of ``n`` workers is ``n`` processes started together, each on its
+    own file. All admissions of a batch go into one new gate home, so that
+    they contend for its audit log as replicas of one gate would.
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise BenchError("openssl not found on PATH; install OpenSSL to run this")
+    logs = workdir / "logs"
+    homes = workdir / "homes"
+    logs.mkdir(parents=True, exist_ok=True)
+    loads: list[tuple[float, float]] = []
+    results: dict[str, Any] = {}
+
+    for count in workers:
+        chosen = files[:count]
+        hash_argvs = [[openssl, "dgst", "-sha256", str(path)] for path in chosen]
+        hash_seconds: list[float] = []
+        admit_seconds: list[float] = []
+        for round_number in range(runs + 1):
+            before = os.getloadavg()[0]
+            hashed = run_batch(hash_argvs, logs, f"openssl-{count}", frozenset({0}))
+            home = homes / f"parallel-{count}"
+            if home.exists():
+                shutil.rmtree(home)
+            home.mkdir(parents=True)
+            admit_argvs = [
+                [*gate, "admit", str(path), "--format", "json", "--home", str(home)]
+                for path in chosen
+            ]
+            admitted = run_batch(admit_argvs, logs, f"admit-{count}", ADMIT_DECISION_STATUSES)
+            shutil.rmtree(home)
+            # Round 0 warms the page cache and the Python modules.
+            if round_number:
+                hash_seconds.append(hashed)
+                admit_seconds.append(admitted)
+                loads.append((before, os.getloadavg()[0]))
+        print(f"parallel intake with {count} workers done", file=sys.stderr, flush=True)
+
+        size = sum(path.stat().st_size for path in chosen)
+        admit_median = statistics.median(admit_seconds)
+        hash_median = statistics.median(hash_seconds)
+        results[str(count)] = {
+            "artifacts": count,
+            "bytes": size,
+            "openssl_seconds": hash_seconds,
+            "admit_seconds": admit_seconds,
+            "openssl_median_seconds": hash_median,
+            "admit_median_seconds": admit_median,
+            "openssl_mib_per_s": size / MIB / hash_median,
+            "admit_mib_per_s": size / MIB / admit_median,
+            "admit_artifacts_per_s": count / admit_median,
+            "admit_vs_openssl": admit_median / hash_median,
+        }
+    return {"load_average": [list(pair) for pair in loads], "workers": results}
+
+
+def print_throughput(throughput: dict[str, Any]) -> None:
+    print()
+    print(
+        f"parallel intake, one {throughput['worker_mib']} MiB file per worker; load average "
+        f"during the rounds {load_range(throughput['load_average'])}"
+    )
+    header = (
+        f"{'workers':>7} {'openssl s':>10} {'admit s':>9} {'admit / openssl':>16} "
+        f"{'artifacts/s':>12} {'admit MiB/s':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    for count, entry in throughput["workers"].items():
+        print(
+            f"{count:>7} {entry['openssl_median_seconds']:10.3f} "
+            f"{entry['admit_median_seconds']:9.3f} {entry['admit_vs_openssl']:16.2f} "
+            f"{entry['admit_artifacts_per_s']:12.2f} {entry['admit_mib_per_s']:12.1f}"
+        )
+
+
 # --- Command line ---------------------------------------------------------------
+
+
+def number_list(kind: Callable[[str], Number]) -> Callable[[str], list[Number]]:
+    """Return an argparse type that reads a comma-separated list of ``kind``."""
+
+    def parse(text: str) -> list[Number]:
+        try:
+            values = [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated numbers, got {text!r}"
+            ) from None
+        if not values:
+            raise argparse.ArgumentTypeError("expected at least one number")
+        return values
+
+    return parse
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -548,10 +745,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--size-gib",
-        type=float,
-        default=1.0,
-        metavar="GIB",
-        help="size of the single file and of the sharded directory in GiB (default: 1)",
+        type=number_list(float),
+        default=[1.0],
+        metavar="GIB[,GIB...]",
+        help="sizes of the single file and of the sharded directory in GiB, one benchmark "
+        "per size (default: 1)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=number_list(int),
+        default=[1, 2, 4],
+        metavar="N[,N...]",
+        help="numbers of parallel admissions to time, each on its own file (default: 1,2,4)",
+    )
+    parser.add_argument(
+        "--worker-mib",
+        type=int,
+        default=256,
+        metavar="MIB",
+        help="size of each file in the parallel intake runs, in MiB (default: 256)",
+    )
+    parser.add_argument(
+        "--no-throughput",
+        action="store_true",
+        help="skip the parallel intake runs",
     )
     parser.add_argument(
         "--runs",
@@ -577,18 +794,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--gate-cmd", default=None, help=argparse.SUPPRESS)
 
     args = parser.parse_args(argv)
-    if args.size_gib <= 0:
-        parser.error(f"--size-gib must be positive, got {args.size_gib}")
+    if min(args.size_gib) <= 0:
+        parser.error(f"every --size-gib must be positive, got {args.size_gib}")
+    if min(args.workers) < 1:
+        parser.error(f"every --workers count must be at least 1, got {args.workers}")
+    if args.worker_mib < 1:
+        parser.error(f"--worker-mib must be at least 1, got {args.worker_mib}")
     if args.runs < 1:
         parser.error(f"--runs must be at least 1, got {args.runs}")
     return args
 
 
-def prepare_artifacts(args: argparse.Namespace) -> tuple[Path, Path]:
-    workdir: Path = args.workdir
+def prepare_artifacts(
+    args: argparse.Namespace, size_gib: float, workdir: Path
+) -> tuple[Path, Path]:
     single = workdir / "single" / "model.safetensors"
     sharded = workdir / "sharded"
-    total_bytes = int(args.size_gib * GIB)
+    total_bytes = int(size_gib * GIB)
 
     if args.skip_generate:
         if not single.is_file() or not sharded.is_dir():
@@ -611,6 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     workdir: Path = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
+    use_bytecode_cache(workdir)
     if args.gate_cmd:
         gate = shlex.split(args.gate_cmd)
     else:
@@ -623,19 +846,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
 
+    sizes: dict[str, Any] = {}
+    throughput: dict[str, Any] | None = None
     try:
-        single, sharded = prepare_artifacts(args)
         key = workdir / "bench-signing-key.pem"
         write_signing_key(key)
-        commands = build_commands(gate, single, sharded, key, workdir / "model.sig")
-        warm_page_cache([single, *sorted(sharded.iterdir())])
-        results = measure(commands, args.runs, workdir, gnu_time)
+        for size_gib in args.size_gib:
+            folder = workdir / f"{size_gib:g}gib"
+            single, sharded = prepare_artifacts(args, size_gib, folder)
+            commands = build_commands(gate, single, sharded, key, folder / "model.sig")
+            warm_page_cache([single, *sorted(sharded.iterdir())])
+            loads: list[tuple[float, float]] = []
+            results = measure(commands, args.runs, folder, gnu_time, loads)
+            sizes[f"{size_gib:g}"] = summarize(results, size_gib, loads)
+        if not args.no_throughput:
+            folder = workdir / "parallel"
+            files = generate_parallel(
+                folder, max(args.workers), args.worker_mib, args.skip_generate
+            )
+            warm_page_cache(files)
+            throughput = measure_throughput(gate, files, args.workers, args.runs, folder)
+            throughput["worker_mib"] = args.worker_mib
     except BenchError as exc:
         print(f"bench_admit: {exc}", file=sys.stderr)
         return 1
 
-    summary = summarize(results, machine_info(gate), args)
-    summary["peak_rss_method"] = "GNU time %M" if gnu_time else "os.wait4"
+    summary = {
+        "machine": machine_info(gate),
+        "parameters": {
+            "size_gib": args.size_gib,
+            "runs": args.runs,
+            "workers": [] if args.no_throughput else args.workers,
+            "worker_mib": args.worker_mib,
+        },
+        "sizes": sizes,
+        "throughput": throughput,
+        "peak_rss_method": "GNU time %M" if gnu_time else "os.wait4",
+    }
 
     print_report(summary)
     if args.json is not None:
