@@ -11,7 +11,6 @@ from attestgate.findings import Finding, Severity
 from attestgate.identify.stream import process_files, root_digest
 from attestgate.intake.hfcache import snapshot_identity, walk_snapshot
 from attestgate.intake.identity import IntakeIdentity, intake_finding
-from attestgate.intake.image import inspect_image
 from attestgate.intake.references import LocalKind, detect_local
 from attestgate.scanners.interface import Limits
 
@@ -41,6 +40,10 @@ def inspect_local(
     limits = limits or Limits()
     if kind is LocalKind.HF_CACHE_SNAPSHOT:
         return _inspect_snapshot(path, limits, progress, workers)
+    # Image intake brings the layer and distribution code, which a plain
+    # file or folder never needs.
+    from attestgate.intake.image import inspect_image
+
     image = inspect_image(path, limits, progress)
     return LocalInspection(image.artifact, image.findings, image.timings)
 

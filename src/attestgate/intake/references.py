@@ -31,7 +31,6 @@ from pathlib import Path
 
 from attestgate.errors import UsageError
 from attestgate.identify.formats import SNIFF_BYTES, Format, sniff
-from attestgate.intake.layers import BoundedTarInfo, forget_members
 
 OCI_SCHEME = "oci"
 HF_SCHEME = "hf"
@@ -277,6 +276,8 @@ def _tar_is_image_archive(path: Path) -> bool:
     """List an uncompressed tar's member names, which costs one header read per member."""
     names: set[str] = set()
     try:
+        from attestgate.intake.layers import BoundedTarInfo, forget_members
+
         with tarfile.open(path, "r:", tarinfo=BoundedTarInfo) as tar:
             while (member := tar.next()) is not None:
                 if not names and not _ARCHIVE_FIRST_MEMBER.match(member.name):
@@ -292,6 +293,8 @@ def _tar_is_image_archive(path: Path) -> bool:
 
 def _first_gzip_member_name(path: Path) -> str | None:
     """Return the first member name of a gzip-compressed tar, decompressing only its start."""
+    from attestgate.intake.layers import BoundedTarInfo
+
     try:
         with (
             gzip.open(path, "rb") as fh,

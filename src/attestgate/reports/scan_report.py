@@ -12,7 +12,6 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from attestgate._jsonschema import jsonschema
 from attestgate._version import __version__
 from attestgate.findings import CHECK_FAILED, Finding, Severity
 from attestgate.record import check_runs
@@ -102,4 +101,6 @@ def report_schema() -> dict[str, Any]:
 
 def validate_scan_report(report: dict[str, Any]) -> None:
     """Raise ``jsonschema.ValidationError`` when ``report`` breaks the published schema."""
+    from attestgate._jsonschema import jsonschema
+
     jsonschema.validate(report, report_schema(), cls=jsonschema.Draft202012Validator)
