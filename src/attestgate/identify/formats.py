@@ -156,16 +156,26 @@ def could_start_pickle(head: bytes) -> bool:
 def _looks_like_joblib_compression(head: bytes) -> bool:
     if head[:4] == b"\x04\x22\x4d\x18":  # lz4 frame
         return True
-    if head[:4] == b"ZF0x":  # joblib before 0.10
+    if head[:2] == b"ZF" and is_zfile_length(head[2:21]):  # joblib before 0.10
         return True
-    if head[:3] == b"\x5d\x00\x00":
-        # LZMA-alone. "]" is also EMPTY_LIST, but a pickle cannot continue
-        # with a zero byte, so no loadable pickle is taken for LZMA here.
+    if head[:2] == b"\x5d\x00":
+        # LZMA-alone, by the two bytes that joblib.load checks. "]" is also
+        # EMPTY_LIST, but a pickle cannot continue with a zero byte, so no
+        # loadable pickle is taken for LZMA here.
         return True
     # zlib with the default 32 KiB window, as zlib.compress writes it at any
     # level. Only 0x78 is accepted as the first byte: other window sizes
     # start with bytes such as "(" that protocol 0 pickles also start with.
     return head[:1] == b"\x78" and head[1:2] in (b"\x01", b"\x5e", b"\x9c", b"\xda")
+
+
+def is_zfile_length(field: bytes) -> bool:
+    """Tell whether joblib's read_zfile parses ``field`` as a length: int(field, 16)."""
+    try:
+        int(field, 16)
+    except ValueError:
+        return False
+    return True
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:

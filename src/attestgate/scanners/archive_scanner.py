@@ -31,7 +31,7 @@ import zlib
 from typing import Any, Protocol
 
 from attestgate.findings import Finding, Severity
-from attestgate.identify.formats import SNIFF_BYTES, Format, sniff
+from attestgate.identify.formats import SNIFF_BYTES, Format, is_zfile_length, sniff
 from attestgate.scanners import base_name
 from attestgate.scanners.archive_7z import SevenZipReader
 from attestgate.scanners.archive_members import (
@@ -161,9 +161,9 @@ def compression_kind(head: bytes) -> str | None:
         return "zstd"
     if head[:4] == b"\x04\x22\x4d\x18":
         return "lz4"
-    if head[:2] == b"ZF" and re.fullmatch(rb"0x[0-9a-fA-F]+ *", head[2:_KIND_BYTES]):
+    if head[:2] == b"ZF" and is_zfile_length(head[2:_KIND_BYTES]):
         return "zfile"
-    if head[:3] == b"\x5d\x00\x00":
+    if head[:2] == b"\x5d\x00":
         # LZMA-alone properties byte 0x5d (lc=3, lp=0, pb=2), then a
         # little-endian dictionary size that xz and joblib keep small.
         return "lzma"

@@ -259,18 +259,31 @@ class PythonCodeScanner(Scanner):
             self._parts.append(bytes(chunk))
 
     def close(self, read_at: ReadAt | None = None) -> ScanResult:
-        tree = self._tree()
+        tree, problem = self._tree()
         imports = _imports(tree) if tree is not None else []
+        unread = ""
+        if problem:
+            # A file that this Python cannot parse may still import under a
+            # newer one (its grammar grows), so the message states that no
+            # call was checked.
+            unread = (
+                f". The gate could not parse it ({problem}), so it did not look for calls "
+                "that run programs or evaluate code; read the whole file"
+            )
+        details: dict[str, Any] = {"imports": imports[:MAX_LISTED]}
+        if problem:
+            details["unparsed"] = problem
         findings = [
             self.finding(
                 "hf.embedded-code",
                 Severity.MEDIUM,
                 f"the artifact contains Python code ({self._size} bytes"
                 + (f"; imports {', '.join(imports[:8])}" if imports else "")
-                + "), which loaders such as transformers run with trust_remote_code=True",
+                + "), which loaders such as transformers run with trust_remote_code=True"
+                + unread,
                 "Review the code before admitting, or remove it and use an "
                 "architecture that ships in the transformers library.",
-                imports=imports[:MAX_LISTED],
+                **details,
             )
         ]
         calls = dangerous_calls(tree) if tree is not None else []
@@ -280,7 +293,8 @@ class PythonCodeScanner(Scanner):
                 self.finding(
                     "hf.dangerous-call",
                     Severity.HIGH,
-                    f"the Python code calls functions that run programs or evaluate code: {listed}"
+                    f"the Python code calls or names functions that run programs or evaluate "
+                    f"code: {listed}"
                     + (f" and {len(calls) - MAX_CALLS} more" if len(calls) > MAX_CALLS else ""),
                     "Do not admit this code. Ask the publisher for a version without these "
                     "calls, or load the weights with an architecture that ships in the "
@@ -290,14 +304,17 @@ class PythonCodeScanner(Scanner):
             )
         return ScanResult(findings=findings, facts={"imports": imports[:MAX_LISTED]})
 
-    def _tree(self) -> ast.AST | None:
+    def _tree(self) -> tuple[ast.AST | None, str]:
+        """Parse the file; return its syntax tree, or None and why it could not be parsed."""
         if self._size > MAX_PYTHON_BYTES:
-            return None
+            return None, f"it is larger than {MAX_PYTHON_BYTES} bytes"
         try:
             # ast.parse only builds a syntax tree; nothing in the file runs.
-            return ast.parse(b"".join(self._parts))
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return None
+            return ast.parse(b"".join(self._parts)), ""
+        except SyntaxError as exc:
+            return None, f"invalid syntax at line {exc.lineno}: {exc.msg}"
+        except (ValueError, RecursionError, MemoryError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:200]
 
 
 def _imports(tree: ast.AST) -> list[str]:

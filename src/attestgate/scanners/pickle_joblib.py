@@ -18,9 +18,10 @@ or a copyreg helper, state dicts of string keys, tuples of ints and a
 ``numpy.dtype`` rebuilt from a numeric type code. Anything else leaves the
 size unknown, and the scanner reports the wrapper instead of skipping.
 
-NOTE: joblib 1.1 and older know no padding and read the array from the
-padding byte on, so for them the last P + 1 bytes that this scan skips are
-opcodes. Files with padding come from joblib 1.2 and newer.
+joblib 1.1 and older know no padding and read the array from the padding
+byte on, so for them the last P + 1 bytes that this scan skips are opcodes.
+The pickle scanner follows that reading in a second view (see
+``pickle_scanner``). Files with padding come from joblib 1.2 and newer.
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ class NoneValue:
 
     __slots__ = ()
     description = "None"
+
+    def __deepcopy__(self, memo: dict[int, object]) -> NoneValue:
+        return self
 
 
 NONE: Final = NoneValue()

@@ -10,6 +10,10 @@ joblib writes each NumPy array's bytes right after the BUILD of its
 ``NumpyArrayWrapper``, and joblib.load reads them there. Once a stream imports
 that wrapper, the scan keeps ints, booleans, tuples, small dicts and dtypes
 exactly, and skips the array bytes when ``pickle_joblib`` can size them.
+joblib 1.1 and older read no alignment padding, so from the first padded
+array on they parse other bytes as opcodes. A second scanner, the legacy
+view, follows that reading from a copy of the stack and memo. Its findings
+of globals and calls are reported too.
 
 The simulation follows CPython's unpickler. It may accept input that CPython
 rejects (it lets opcodes pop values below a MARK, say) but it never stops on
@@ -40,6 +44,7 @@ Rules:
 from __future__ import annotations
 
 import codecs
+import copy
 import enum
 import logging
 import re
@@ -241,6 +246,9 @@ class Opaque:
     def __init__(self, description: str) -> None:
         self.description = description
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Opaque:
+        return self
+
 
 OPAQUE: Final = Opaque("a value that is not a named global")
 
@@ -262,6 +270,9 @@ class Global:
         # The part the global plays in a joblib array, or "".
         self.role = global_role(module, name)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Global:
+        return self
+
 
 class Call:
     """The result of a call; ``callee`` is the global called, when it is known."""
@@ -271,6 +282,9 @@ class Call:
     def __init__(self, callee: Global | None) -> None:
         self.callee = callee
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Call:
+        return self
+
 
 class Extension:
     """A global named by a code of the copyreg extension registry (EXT1/2/4)."""
@@ -279,6 +293,9 @@ class Extension:
 
     def __init__(self, code: int) -> None:
         self.code = code
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Extension:
+        return self
 
 
 # A string value is str, or bytes holding the UTF-8 of a BINUNICODE or
@@ -302,6 +319,24 @@ _UNTRACKED: Final = Opaque("a memo entry that the scan could not track")
 _MAYBE_WRAPPER: Final = Opaque("the result of a helper that may return its argument")
 # The array that joblib's BUILD leaves on the stack in place of a wrapper.
 _JOBLIB_ARRAY: Final = Opaque("an array that joblib reads")
+
+# Values that no unpickler can call: numbers, containers, arrays, and
+# strings too long to keep.
+_NOT_CALLABLE: Final = (OPAQUE, _JOBLIB_ARRAY, _LONG_STRING, _TRUNCATED, PERSISTENT_OBJECT)
+# The legacy view's findings that count: globals, calls and a scan that
+# stopped early. Its truncated and malformed reports are left out, because
+# a file that joblib 1.2 and newer wrote breaks there by design.
+_LEGACY_RULES: Final = frozenset(
+    {
+        "pickle.unsafe-global",
+        "pickle.unknown-global",
+        "pickle.unknown-global-call",
+        "pickle.build-on-global",
+        "pickle.unresolved-call",
+        "pickle.unresolved-global",
+        "pickle.limit-exceeded",
+    }
+)
 
 # Parses the opcode at the offset and returns the offset after it, or -1
 # when its argument is not complete yet.
@@ -414,6 +449,20 @@ def _describe(value: Value) -> str:
     if isinstance(value, int):
         return "an integer"
     return value.description
+
+
+def _maybe_callable(value: Value) -> bool:
+    """Tell whether ``value`` may be callable; strings, numbers and containers are not."""
+    if isinstance(value, str | bytes | int | tuple | StateDict | Dtype | ArrayWrapper | NoneValue):
+        return False
+    return all(value is not marker for marker in _NOT_CALLABLE)
+
+
+def _maybe_text(value: Value) -> bool:
+    """Tell whether ``value`` may be a str, as STACK_GLOBAL requires."""
+    if isinstance(value, int | tuple | StateDict | Dtype | ArrayWrapper | NoneValue):
+        return False
+    return value is not OPAQUE and value is not _JOBLIB_ARRAY
 
 
 def _overflow_key(hit: _Hit) -> tuple[str, str]:
@@ -583,6 +632,12 @@ class PickleScanner(Scanner):
         self._arrays_skipped = 0
         # Where the frame of the last FRAME opcode ends.
         self._frame_end = 0
+        # joblib 1.1 and older read no alignment padding, so from the first
+        # padded array on they parse other bytes as opcodes. A second scanner
+        # (the legacy view) follows that reading from there; see _fork_legacy.
+        self._legacy_mode = False
+        self._legacy_view: PickleScanner | None = None
+        self._legacy_forked = False
 
         # State of the pickle being parsed.
         self._in_pickle = False
@@ -607,6 +662,8 @@ class PickleScanner(Scanner):
         if size == 0:
             return
         self._fed += size
+        if self._legacy_view is not None:
+            self._legacy_view.feed(chunk)
         if self._state != _PARSING:
             return
         if self._skip and not self._tail:
@@ -625,7 +682,10 @@ class PickleScanner(Scanner):
                 pos = self._advance_pending(data, pos)
                 continue
             if self._next_array is not None:
+                layout = self._next_array
                 self._start_array(data[pos])
+                if layout.padded and not self._legacy_forked and not self._legacy_mode:
+                    self._fork_legacy(layout, memoryview(data)[pos:])
                 continue
             if self._skip:
                 taken = min(self._skip, end - pos)
@@ -674,6 +734,8 @@ class PickleScanner(Scanner):
             return ScanResult()
         if self._trailing_at is not None:
             self._add_trailing_data(self._trailing_at)
+        if self._legacy_view is not None:
+            self._merge_legacy(self._legacy_view)
         return ScanResult(
             findings=self._findings(),
             format=Format.PYTORCH_LEGACY if self._legacy else Format.PICKLE,
@@ -733,6 +795,10 @@ class PickleScanner(Scanner):
             self._protocols.add(0)
         self._commit()
         self._reset_pickle()
+        if self._legacy_mode:
+            # joblib.load unpickles one pickle.
+            self._halt()
+            return
         if self._pickles == 1 and type(value) is int and value == LEGACY_TORCH_MAGIC:
             self._legacy = True
         if self._legacy and self._pickles == LEGACY_TORCH_PICKLES:
@@ -1318,6 +1384,9 @@ class PickleScanner(Scanner):
         width = _EXT_WIDTHS[op]
         if i + 1 + width > len(data):
             return -1
+        if self._legacy_mode:
+            # joblib registers no extension codes, so its load fails here.
+            raise _Malformed("an extension code that no joblib process registers")
         if op == Op.EXT1:
             code = data[i + 1]
         elif op == Op.EXT2:
@@ -1409,6 +1478,9 @@ class PickleScanner(Scanner):
             name = _text(name)
         if isinstance(module, str) and isinstance(name, str):
             stack.append(self._global(module, name, self._base + i))
+        elif self._legacy_mode and not (_maybe_text(module) and _maybe_text(name)):
+            # The unpickler raises before it imports anything.
+            raise _Malformed("STACK_GLOBAL on values that are not strings")
         else:
             stack.append(self._unresolved_global(module, name, self._base + i))
         return i + 1
@@ -1481,6 +1553,9 @@ class PickleScanner(Scanner):
         self, callee: Value, args: Value | None, offset: int, via: str, depth: int = 0
     ) -> Call:
         """Record a call of ``callee`` and return its result."""
+        if self._legacy_mode and depth == 0 and not _maybe_callable(callee):
+            # The unpickler raises TypeError before anything runs.
+            raise _Malformed(f"a call of {_describe(callee)}, which is not callable")
         if not isinstance(callee, Global):
             self._pickle_flagged_call = True
             description = _describe(callee)
@@ -1612,6 +1687,9 @@ class PickleScanner(Scanner):
         if isinstance(layout, str):
             self._report_array(offset, layout)
             return
+        if self._legacy_mode:
+            # joblib 1.1 and older ignore numpy_array_alignment_bytes.
+            layout = ArrayLayout(padded=False, size=layout.size)
         if self._frame_end > offset + 1:
             # joblib's unpickler reads the rest of a frame from its buffer
             # but the array from the file, after the frame.
@@ -1645,6 +1723,53 @@ class PickleScanner(Scanner):
             return
         self._skip = layout.size + (1 + first if layout.padded else 0)
         self._arrays_skipped += 1
+
+    def _fork_legacy(self, layout: ArrayLayout, rest: memoryview) -> None:
+        """Start the legacy view at the first padded array, whose padding byte starts ``rest``.
+
+        joblib 1.1 and older read ``layout.size`` bytes from the padding byte
+        on and parse the bytes after them as opcodes, which this scan skips
+        as padding and data. The view continues from a copy of the stack and
+        memo, which contain the same objects as such a loader's at that point.
+        """
+        self._legacy_forked = True
+        view = copy.copy(self)
+        # Values that BUILD and SETITEM change in place are copied. Globals,
+        # calls and the opaque markers copy as themselves (their __deepcopy__),
+        # because identity checks use them.
+        view._stack = copy.deepcopy(self._stack)
+        view._marks = list(self._marks)
+        view._memo_list = copy.deepcopy(self._memo_list)
+        view._memo_map = copy.deepcopy(self._memo_map)
+        view._globals_cache = dict(self._globals_cache)
+        view._hits = {}
+        view._pickle_hits = {}
+        view._pickle_globals = set()
+        view._globals_seen = set()
+        view._protocols = set(self._protocols)
+        view._handlers = view._build_handlers()
+        view._legacy_mode = True
+        view._legacy_view = None
+        view._next_array = None
+        view._skip = layout.size
+        view._tail = b""
+        view._fed = self._fed - len(rest)
+        view.feed(rest)
+        self._legacy_view = view
+
+    def _merge_legacy(self, view: PickleScanner) -> None:
+        """Add the legacy view's findings of code that runs, or of a scan that stopped early."""
+        view._halt()
+        view._commit()
+        for (rule, subject), hit in view._hits.items():
+            if rule not in _LEGACY_RULES:
+                continue
+            hit.message = (
+                "joblib 1.1 and older read no alignment padding after an array, so they "
+                f"parse other bytes of this file as opcodes. Read that way: {hit.message}"
+            )
+            hit.details = {**hit.details, "reader": "joblib 1.1 and older"}
+            self._merge((rule, f"{subject} (joblib 1.1 and older)"), hit)
 
     def _report_array(self, offset: int, reason: str) -> None:
         self._pickle_flagged_call = True
