@@ -29,23 +29,27 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from attestgate._version import __version__
-from attestgate.audit import AuditLog
+from attestgate.audit import AuditLog, AuditRecord
 from attestgate.errors import AttestgateError, UsageError
 from attestgate.evidence.keys import PublicKey
 from attestgate.pipeline import admit
 from attestgate.policy import Policy, load_default_policy
+from attestgate.policy.model import TIERS
+from attestgate.policy.trust import trust_config
 from attestgate.service import webhook
 from attestgate.service.jobs import Job, JobQueue
 from attestgate.service.metrics import Metrics
 from attestgate.service.summaries import (
     DEFAULT_MAX_AGE,
     MAX_ENVELOPE_BYTES,
+    LaterDecision,
     SummaryError,
     SummaryStore,
     SummaryTrust,
     check_summary,
 )
 from attestgate.service.tokens import ApiToken, TokenStore
+from attestgate.stages import STAGES
 from attestgate.storage import open_engine
 from attestgate.stores import act_on_admission, fsck, list_queue
 from attestgate.stores import approve as approve_item
@@ -60,6 +64,9 @@ logger = logging.getLogger(__name__)
 Stage = Literal["training", "fine-tuning", "deployment"]
 MiB = 1024 * 1024
 MAX_WAIT_SECONDS = 30.0
+# An AdmissionReview carries the pod twice (object and oldObject), and the
+# API server stores objects of at most 1.5 MiB by default.
+MAX_REVIEW_BYTES = 8 * MiB
 UPLOAD_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
@@ -100,7 +107,9 @@ class Service:
         self.engine = open_engine(self.home)
         self.tokens = TokenStore(self.engine)
         self.summaries = SummaryStore(self.engine)
-        own_policy = (config.policy or load_default_policy()).sha256
+        policy = config.policy or load_default_policy()
+        _check_summary_keys(policy, config.vsa_keys)
+        own_policy = policy.sha256
         self.summary_trust = SummaryTrust(
             keys=tuple(config.vsa_keys),
             policy_digests=frozenset({own_policy, *(d.lower() for d in config.vsa_policy_digests)}),
@@ -132,21 +141,60 @@ class Service:
         else:
             self.metrics.failures.inc()
 
-    def latest_decision(self, digest: str, stage: str) -> str | None:
+    def _latest_decision_record(self, digest: str, stage: str) -> AuditRecord | None:
         for record in self.audit.records(newest_first=True, artifact_digest=digest):
             if record.kind == "decision" and record.body.get("stage") == stage:
-                return str(record.body.get("decision"))
+                return record
         return None
+
+    def latest_decision(self, digest: str, stage: str) -> str | None:
+        record = self._latest_decision_record(digest, stage)
+        return None if record is None else str(record.body.get("decision"))
 
     def check_summary(self, summary_id: str, digest: str, stage: str) -> str | None:
         """Check a stored verification summary for the webhook; return why it fails, or None."""
         now = datetime.now(UTC)
-        return self.summaries.check(summary_id, digest, stage, self.summary_trust, now)
+        record = self._latest_decision_record(digest, stage)
+        later = None
+        if record is not None and record.body.get("decision") != "allow":
+            later = LaterDecision(
+                str(record.body.get("decision")), datetime.fromisoformat(record.created_at)
+            )
+        return self.summaries.check(summary_id, digest, stage, self.summary_trust, now, later)
 
     def close(self) -> None:
         self.jobs.shutdown()
         self.audit.close()
         self.engine.dispose()
+
+
+def _check_summary_keys(policy: Policy, vsa_keys: list[PublicKey]) -> None:
+    """Raise UsageError when a summary key is also a key the policy trusts for producers.
+
+    A producer with such a key could sign a passing summary for its own
+    artifact, so the two roles need different keys.
+    """
+    if not vsa_keys:
+        return
+    producer_ids: set[str] = set()
+    try:
+        configs = [trust_config(policy)]
+        configs += [trust_config(policy, stage, tier) for stage in STAGES for tier in TIERS]
+    except AttestgateError as exc:
+        # The admissions report a key file that cannot be read, so this check
+        # only compares the keys that load.
+        logger.warning("could not compare the summary keys with the policy's keys: %s", exc)
+        return
+    for config in configs:
+        producer_ids.update(key.key_id for key in config.keys)
+    for key in vsa_keys:
+        if key.key_id in producer_ids:
+            raise UsageError(
+                f"the verification summary key {key.key_id[:16]} is also a producer signing "
+                f"key that policy {policy.source} trusts, so producers could vouch for their "
+                "own artifacts",
+                hint="give --vsa-trusted-key the public key of a key that only the gate holds",
+            )
 
 
 class AdmissionRequest(BaseModel):
@@ -390,23 +438,19 @@ def _register_summaries(app: FastAPI) -> None:
         Respond 201 with its id when it is new, 200 when it was stored before.
         Pods name it in the ``attestgate.dev/verification-summaries`` annotation.
         """
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_ENVELOPE_BYTES:
-                raise HTTPException(
-                    413, f"a verification summary is at most {MAX_ENVELOPE_BYTES} bytes"
-                )
+        body = await _read_body(request, MAX_ENVELOPE_BYTES, "a verification summary")
+        document = _parse_json(body)
         try:
-            document = json.loads(body)
-        except ValueError as exc:
-            raise HTTPException(400, f"the body is not JSON: {exc}") from exc
-        checked, created = service.summaries.add(
-            document,
-            service.summary_trust,
-            submitted_by=f"{token.name} (token {token.id})",
-            audit=service.audit,
-        )
+            checked, created = service.summaries.add(
+                document,
+                service.summary_trust,
+                submitted_by=f"{token.name} (token {token.id})",
+                audit=service.audit,
+            )
+        except RecursionError:
+            raise HTTPException(
+                400, "the verification summary is invalid: its JSON is nested too deeply"
+            ) from None
         response.status_code = 201 if created else 200
         return {**checked.to_json(), "created": created}
 
@@ -478,11 +522,31 @@ def _register_operations(app: FastAPI) -> None:
     @app.post("/k8s/admission-review", tags=["kubernetes"])
     async def admission_review(request: Request, service: ServiceDep) -> Any:
         """Validating admission webhook for pods; see the ``attestgate.dev/models`` annotation."""
+        document = _parse_json(await _read_body(request, MAX_REVIEW_BYTES, "an AdmissionReview"))
         try:
-            document = json.loads(await request.body())
             return webhook.review(document, service.latest_decision, service.check_summary)
         except ValueError as exc:
             raise HTTPException(400, f"invalid AdmissionReview: {exc}") from exc
+
+
+async def _read_body(request: Request, limit: int, description: str) -> bytes:
+    """Read a request body, and respond 413 when it is longer than ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"{description} is at most {limit} bytes")
+    return bytes(body)
+
+
+def _parse_json(body: bytes) -> Any:
+    """Parse a JSON request body, and respond 400 when it is invalid or nested too deeply."""
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise HTTPException(400, f"the body is not JSON: {exc}") from exc
+    except RecursionError:
+        raise HTTPException(400, "the body is invalid JSON: it is nested too deeply") from None
 
 
 def _access_log(app: FastAPI) -> None:

@@ -29,12 +29,15 @@ The checks, in order:
    and is less than the maximum age old (30 days by default). VSA v1 has no
    expiry of its own, so this age is the summary's validity.
 
-At review, two more checks apply to the pod's model digest and stage:
+At review, more checks apply to the pod's model digest and stage:
 
 7. A subject's ``sha256`` digest equals the model digest.
 8. ``verifiedLevels`` contains ``ATTESTGATE_STAGE_<STAGE>`` for the pod's
    stage (``ATTESTGATE_STAGE_FINE_TUNING`` for fine-tuning). ``resourceUri``
    is not compared, because it names the artifact's path where it was admitted.
+9. When this gate's latest decision on the digest and stage is not allow,
+   ``timeVerified`` is later than that decision, so that a summary signed
+   before a block or quarantine cannot be replayed to override it.
 """
 
 from __future__ import annotations
@@ -232,13 +235,33 @@ def check_summary(document: Any, trust: SummaryTrust, now: datetime) -> CheckedS
     )
 
 
-def check_for(checked: CheckedSummary, digest: str, stage: str) -> str | None:
-    """Run checks 7 and 8; return why the summary does not cover the digest, or None."""
+@dataclass(frozen=True)
+class LaterDecision:
+    """The gate's own latest decision on a digest and stage, when it is not allow."""
+
+    decision: str
+    decided_at: datetime
+
+
+def check_for(
+    checked: CheckedSummary, digest: str, stage: str, later: LaterDecision | None = None
+) -> str | None:
+    """Run checks 7 to 9; return why the summary does not cover the digest, or None.
+
+    Check 9: when the gate's own latest decision on the digest and stage is
+    not allow, only a summary verified after that decision counts, so that
+    an older summary cannot override a block or quarantine.
+    """
     hex_digest = digest.removeprefix("sha256:")
     if hex_digest not in checked.subjects:
         return f"it does not name {digest} as a subject"
     if stage_level(stage) not in checked.levels:
         return f"its verifiedLevels do not include {stage_level(stage)}"
+    if later is not None and checked.time_verified <= later.decided_at:
+        return (
+            f"it was verified at {checked.time_verified.isoformat()}, before this gate's "
+            f"{later.decision} decision at {later.decided_at.isoformat()}"
+        )
     return None
 
 
@@ -304,7 +327,13 @@ class SummaryStore:
         return value
 
     def check(
-        self, summary_id: str, digest: str, stage: str, trust: SummaryTrust, now: datetime
+        self,
+        summary_id: str,
+        digest: str,
+        stage: str,
+        trust: SummaryTrust,
+        now: datetime,
+        later: LaterDecision | None = None,
     ) -> str | None:
         """Check the stored summary again for ``digest`` and ``stage``; return why not, or None."""
         document = self.envelope(summary_id)
@@ -314,4 +343,4 @@ class SummaryStore:
             checked = check_summary(document, trust, now)
         except SummaryError as exc:
             return exc.message
-        return check_for(checked, digest, stage)
+        return check_for(checked, digest, stage, later)

@@ -17,7 +17,8 @@ among its subjects and the pod's stage among its ``verifiedLevels``
 (:mod:`attestgate.service.summaries` lists every check).
 
 A pod without the models annotation references no model and is allowed; a
-malformed annotation is denied.
+malformed annotation, or a stage other than ``training``, ``fine-tuning`` or
+``deployment``, is denied.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from attestgate.stages import STAGES
 from attestgate.stores.local import DIGEST_RE
 
 MODELS_ANNOTATION = "attestgate.dev/models"
@@ -116,6 +118,15 @@ def review(
     if annotation is None:
         return _response(uid, True, "")
     stage = str(annotations.get(STAGE_ANNOTATION, "deployment"))
+    if stage not in STAGES:
+        # Decisions are recorded under these exact names, and a variant such
+        # as "Deployment" would match a summary's level but no decision.
+        return _response(
+            uid,
+            False,
+            f"annotation {STAGE_ANNOTATION} is invalid: {stage[:40]!r} is not one of "
+            f"{', '.join(STAGES)}",
+        )
     try:
         digests = parse_models(str(annotation))
     except ValueError as exc:

@@ -13,22 +13,21 @@ the audit log is never behind the stores and the table:
 
 A crash can therefore leave a store entry without its row, or a queued row
 whose bytes were already removed, but never a row without an audit record.
-
-Approving and rejecting one digest hold a lock for that digest from the
-moment they read its queued row until they finish (:func:`review_lock`), so
-two reviews of the same entry never interleave: the second one finds the
-entry reviewed. Without the lock, a rejection that lands while an approval
-re-admits the artifact leaves an allow decision, and possibly a trusted
-copy, for an artifact that a reviewer rejected.
 :func:`attestgate.stores.reconcile.reconcile` repairs both from the audit
 log, and :func:`list_queue` never returns a queued entry whose bytes are
 missing.
+
+Approving and rejecting one digest hold a lock for that digest from the
+moment they read its queued row until they finish (:func:`review_lock`), so
+two reviews of the same entry never interleave, and the second one finds
+the entry reviewed. Without the lock, a rejection that lands while an approval
+re-admits the artifact leaves an allow decision, and possibly a trusted
+copy, for an artifact that a reviewer rejected.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -168,8 +167,8 @@ def open_audit(home: Path) -> AuditLog | None:
     return AuditLog(home)
 
 
-# Key space of the PostgreSQL advisory locks that serialise reviews, so that
-# they cannot collide with the migration lock: "review" in ASCII.
+# Key space of the PostgreSQL advisory locks that serialise reviews: "review"
+# in ASCII. The keys stay below 2**56, so none equals the migration lock's key.
 _REVIEW_LOCK_SPACE = 0x726576696577
 
 
@@ -184,6 +183,13 @@ def review_lock(home: Path, hex_digest: str) -> Iterator[None]:
     """
     url = database_url(home)
     if url.startswith("sqlite"):
+        try:
+            import fcntl
+        except ImportError:
+            # NOTE: Windows has no fcntl, so reviews there take no lock.
+            logger.warning("reviews of %s are not serialised: this platform has no flock", home)
+            yield
+            return
         folder = home / "locks"
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / f"review-{hex_digest}.lock", "a+b") as handle:
