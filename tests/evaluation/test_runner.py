@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from attestgate.errors import UsageError
 from attestgate.evaluation import runner, throughput
 from attestgate.evaluation.scenario import (
     CLEAN_BASELINE,
@@ -207,6 +208,45 @@ def test_path_outside_corpus_is_error(tmp_path: Path) -> None:
     assert "CorpusError" in (result.stages["deployment"].error or "")
 
 
+def test_symlink_escape_is_error(tmp_path: Path) -> None:
+    # A link placed after the manifest was loaded is caught at admission.
+    (tmp_path / "secret.bin").write_bytes(b"outside")
+    root = tmp_path / "corpus"
+    root.mkdir()
+    os.symlink(tmp_path / "secret.bin", root / "model.bin")
+    case = Case("link", "clean", CLEAN_BASELINE, "model.bin", {"deployment": "allow"}, False)
+    result = runner.run_case(root, case, home=tmp_path / "home")
+    assert result.stages["deployment"].action == "error"
+    assert "outside the corpus" in (result.stages["deployment"].error or "")
+
+
+def test_default_policy_link_is_error(tmp_path: Path) -> None:
+    (tmp_path / "outside.yaml").write_text(EVAL_POLICY, encoding="utf-8")
+    root = tmp_path / "corpus"
+    (root / "policies").mkdir(parents=True)
+    os.symlink(tmp_path / "outside.yaml", root / "policies" / "eval.yaml")
+    case = Case("c", "clean", CLEAN_BASELINE, "a.bin", {"deployment": "allow"}, False)
+    result = runner.run_case(root, case, home=tmp_path / "home")
+    assert result.stages["deployment"].action == "error"
+
+
+def test_output_lock_exclusive(tmp_path: Path) -> None:
+    with (
+        runner.output_lock(tmp_path / "out"),
+        pytest.raises(UsageError) as caught,
+        runner.output_lock(tmp_path / "out"),
+    ):
+        pass
+    assert str(tmp_path / "out") in caught.value.message
+
+
+def test_output_lock_released(tmp_path: Path) -> None:
+    with runner.output_lock(tmp_path):
+        pass
+    with runner.output_lock(tmp_path) as path:
+        assert path == tmp_path / runner.LOCK_FILE
+
+
 def test_environment_restored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ATTESTGATE_OSV_DB", "/caller/osv")
     monkeypatch.delenv("ATTESTGATE_INTERNAL_PACKAGES", raising=False)
@@ -274,6 +314,36 @@ def test_generated_artifacts_clean(tmp_path: Path) -> None:
         policies=runner.PolicyCache(),
     )
     assert result.reason_rules == ["provenance.missing"]
+
+
+def test_throughput_counts_finished_only(tmp_path: Path) -> None:
+    (present,) = throughput.generate_artifacts(tmp_path / "present", 1)
+    jobs = [
+        throughput.Job(str(present), "deployment", None),
+        throughput.Job(str(tmp_path / "missing.safetensors"), "deployment", None),
+    ]
+    measured = throughput.measure(jobs, workers=(1,), folder=tmp_path / "runs")
+    run = measured["workers"]["1"]
+    assert run["admissions"] == 2
+    assert run["artifacts"] == 1
+    assert run["errors"] == 1
+    assert run["bytes"] == present.stat().st_size
+    assert "does not exist" in run["first_error"]
+
+
+def test_ratio_none_without_baseline() -> None:
+    empty = {"bytes": 0, "seconds": 0.0, "mib_per_s": 0.0}
+    assert throughput.ratio_to_sha256(601.1, 10, empty) is None
+
+
+def test_ratio_none_without_finished() -> None:
+    baseline = {"bytes": 1024, "seconds": 1.0, "mib_per_s": 100.0}
+    assert throughput.ratio_to_sha256(0.0, 0, baseline) is None
+
+
+def test_ratio_to_baseline() -> None:
+    baseline = {"bytes": 1024, "seconds": 1.0, "mib_per_s": 100.0}
+    assert throughput.ratio_to_sha256(25.0, 3, baseline) == 0.25
 
 
 def test_sha256_baseline_bytes(tmp_path: Path) -> None:

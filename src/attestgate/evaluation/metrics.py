@@ -4,6 +4,8 @@ Every function takes the :class:`~attestgate.evaluation.runner.CaseResult`
 list of one run and returns JSON-ready data. An ``error`` result (an
 admission that raised) never counts as an allow: it is a false positive on
 a clean case, a wrong decision against every label and no coverage.
+:func:`failures` lists those admissions. A share whose denominator is zero
+is ``None``, so that "nothing to count" never reads as 0 %.
 """
 
 from __future__ import annotations
@@ -38,22 +40,33 @@ SIZE_BUCKETS = (
 # The stage at which "detected" is judged when comparing with other scanners.
 PEER_STAGE = "deployment"
 
+# Decisions named per non-actionable remediation text; the rest are counted.
+EXAMPLE_CASES = 5
 
-def _share(count: int, total: int) -> float:
-    return count / total if total else 0.0
+
+def _share(count: int, total: int) -> float | None:
+    return count / total if total else None
+
+
+def _failed(result: CaseResult) -> bool:
+    return any(stage.action == ERROR for stage in result.stages.values())
 
 
 def coverage(results: Sequence[CaseResult]) -> dict[str, Any]:
     """Return the share of hostile cases at which a policy reason fired at any stage.
 
-    Each hostile case realises one attacker step. ``twin_specific`` counts a
-    step only when a reason fired that its clean twin did not trigger at the
-    same stage, so that reasons every artifact gets (such as missing
-    provenance) do not count as detecting the attack.
+    Each hostile case realises one attacker step. A step whose admission
+    failed at some stage has ``error`` true in ``missed``, and ``errors``
+    counts those steps. ``twin_specific`` is over the *paired* steps, the
+    hostile cases with a clean twin. It counts a step only when a reason
+    fired that its twin did not trigger at the same stage, so reasons that
+    every artifact gets (such as missing provenance) do not count as
+    detecting the attack. ``unpaired`` counts the steps without a twin and
+    ``unpaired_cases`` names them.
     """
     hostile = [r for r in results if r.case.hostile]
     fired = [r for r in hostile if _fired(r)]
-    families: dict[str, float] = {}
+    families: dict[str, float | None] = {}
     counts: dict[str, dict[str, int]] = {}
     for family in FAMILIES:
         members = [r for r in hostile if r.case.family == family]
@@ -72,14 +85,17 @@ def coverage(results: Sequence[CaseResult]) -> dict[str, Any]:
         "steps": len(hostile),
         "fired": len(fired),
         "missed": [
-            {"case": r.case.id, "family": r.case.family, "step": r.case.step}
+            {"case": r.case.id, "family": r.case.family, "step": r.case.step, "error": _failed(r)}
             for r in hostile
             if not _fired(r)
         ],
+        "errors": sum(1 for r in hostile if _failed(r)),
         "twin_specific": {
             "overall": _share(len(specific), len(paired)),
             "steps": len(paired),
             "fired": len(specific),
+            "unpaired": len(hostile) - len(paired),
+            "unpaired_cases": [r.case.id for r in hostile if r.case.id not in twins],
         },
     }
 
@@ -173,13 +189,22 @@ def false_positives(results: Sequence[CaseResult]) -> dict[str, Any]:
     Clean cases are the clean baseline and the clean twins of attacks, that
     is every case that is not hostile. ``total`` counts the clean cases with
     at least one allow label, and ``decisions`` the same at the level of
-    single (case, stage) admissions.
+    single (case, stage) admissions. Admissions of clean cases labelled
+    quarantine or block are left out, because the label expects the gate to
+    stop them. ``excluded`` counts them per label and stage. ``errors``
+    counts the listed cases with a failed admission at an allow-labelled stage.
     """
     listed: list[dict[str, Any]] = []
     total = pairs = wrong_pairs = 0
+    excluded: dict[str, dict[str, int]] = {}
     for result in results:
         if result.case.hostile:
             continue
+        for stage_name in result.stages:
+            label = result.case.expected[stage_name]
+            if label != "allow":
+                by_stage = excluded.setdefault(label, {})
+                by_stage[stage_name] = by_stage.get(stage_name, 0) + 1
         allow_stages = [s for s in result.stages if result.case.expected[s] == "allow"]
         if not allow_stages:
             continue
@@ -204,7 +229,60 @@ def false_positives(results: Sequence[CaseResult]) -> dict[str, Any]:
         "total": total,
         "rate": _share(len(listed), total),
         "decisions": {"count": wrong_pairs, "total": pairs, "rate": _share(wrong_pairs, pairs)},
+        "errors": sum(1 for item in listed if item["errors"]),
+        "excluded": {
+            label: {stage: by_stage[stage] for stage in STAGES if stage in by_stage}
+            for label, by_stage in sorted(excluded.items())
+        },
         "cases": listed,
+    }
+
+
+def labels(results: Sequence[CaseResult]) -> dict[str, Any]:
+    """Return how the labels split between hostile and clean admissions.
+
+    Labels come from each scenario's threat model: a hostile case that no
+    check can tell apart from a clean one (a backdoor built and signed by
+    the trusted pipeline, say) is labelled allow, and allowing it counts as
+    correct. ``hostile_allow`` lists those admissions and what the gate did.
+    """
+    counts = {kind: dict.fromkeys(ACTIONS, 0) for kind in ("hostile", "clean")}
+    hostile_allow: list[dict[str, str]] = []
+    for result in results:
+        kind = "hostile" if result.case.hostile else "clean"
+        for stage, outcome in result.stages.items():
+            label = result.case.expected[stage]
+            counts[kind][label] += 1
+            if result.case.hostile and label == "allow":
+                hostile_allow.append(
+                    {"case": result.case.id, "stage": stage, "actual": outcome.action}
+                )
+    return {
+        "admissions": counts,
+        "hostile_allow": hostile_allow,
+        "hostile_allow_cases": sorted({item["case"] for item in hostile_allow}),
+    }
+
+
+def failures(results: Sequence[CaseResult]) -> dict[str, Any]:
+    """Return every admission that failed (an ``error`` result) with its error text."""
+    listed = [
+        {
+            "case": result.case.id,
+            "family": result.case.family,
+            "hostile": result.case.hostile,
+            "stage": stage,
+            "error": outcome.error or "",
+        }
+        for result in results
+        for stage, outcome in result.stages.items()
+        if outcome.action == ERROR
+    ]
+    return {
+        "count": len(listed),
+        "admissions": sum(len(result.stages) for result in results),
+        "cases": len({item["case"] for item in listed}),
+        "failed": listed,
     }
 
 
@@ -232,6 +310,15 @@ _EVIDENCE = (
     r"ml-bom|sbom|cyclonedx|evidence|verification summary|model\.sig"
 )
 _KEYS = r"--key|--trusted-key|public key|trusted key|signer|signing identity|identity"
+# A key file by its usual suffixes, such as keys/producer.pub or release.pem.
+_KEY_FILE = r"[\w~./-]*\w\.(?:pub|pem|crt|cer|key|asc|gpg)\b"
+# A key named by its owner or role ("the producer key"); the negative
+# look-ahead keeps words that name no particular key out ("an unknown key").
+_NAMED_KEY = (
+    r"(?!(?:a|an|the|any|some|this|that|its|their|your|which|what|no|unknown|untrusted"
+    r"|different|other|wrong|same|valid|invalid|expired|revoked|missing)\b)[\w-]+ key\b"
+)
+_EMAIL = r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
 
 _CHANGE_KINDS = (
     _ChangeKind(
@@ -260,7 +347,10 @@ _CHANGE_KINDS = (
         "use-signer",
         re.compile(
             rf"\b(sign|use|trust|pass|add|configure)\b.*?({_KEYS})"
-            r"|\bsign (it|the \w+)( again)? with\b",
+            r"|\bsign (it|the \w+)( again)? with\b"
+            rf"|\b(re-?)?sign(ed|ing)?\s+(with|by|using)\s+((the|a|an)\s+)?"
+            rf"({_KEY_FILE}|{_NAMED_KEY}|{_EMAIL})"
+            rf"|\b((re-?)?sign(ed|ing)?|trust|use|pass|add|configure|verify)\b.*?{_KEY_FILE}",
             re.IGNORECASE | re.DOTALL,
         ),
         ("signature.", "trust."),
@@ -269,8 +359,8 @@ _CHANGE_KINDS = (
     _ChangeKind(
         "pin",
         re.compile(
-            r"\bpin\b|==|--hash|--generate-hashes|\bcommit hash\b|\bupgrade\b.*?\b(to|version)\b"
-            r"|\bexact versions?\b|\bfixed versions?\b",
+            r"\bpin(ned)?\b|==|--hash|--generate-hashes|\bcommit hash\b"
+            r"|\bupgrade\b.*?\b(to|version)\b|\bexact versions?\b|\bfixed versions?\b",
             re.IGNORECASE | re.DOTALL,
         ),
         ("deps.",),
@@ -302,7 +392,9 @@ def classify_remediation(rule: str, text: str) -> Actionability:
 
     - ``convert-format``: a format to convert or export to (safetensors, GGUF, ONNX ...);
     - ``provide-evidence``: a signature, claim, statement or other evidence to provide;
-    - ``use-signer``: a signer, key or identity to sign with or to trust;
+    - ``use-signer``: a signer, key or identity to sign with or to trust, or a
+      key file or named key (``keys/producer.pub``, "the producer key") to sign
+      or verify with;
     - ``pin``: a version or hash to pin, or a version to upgrade to;
     - ``remove``: a file, member, entry or option to remove;
     - ``replace``: a part to replace or rebuild with a named alternative.
@@ -332,11 +424,15 @@ def actionable_remediation(results: Sequence[CaseResult], examples: int = 25) ->
 
     Only the reasons at the quarantine action count, because they are what
     a person must resolve to release the artifact. ``examples`` lists the
-    distinct non-actionable (rule, remediation) pairs, most frequent first.
+    first ``examples`` distinct non-actionable (rule, remediation) pairs,
+    most frequent first, out of ``non_actionable_distinct``. Each names at
+    most five of its decisions in ``cases`` and counts the rest in
+    ``more_cases``.
     """
     total = count = 0
     kinds: dict[str, int] = {}
     missing: dict[tuple[str, str], dict[str, Any]] = {}
+    seen: dict[tuple[str, str], set[str]] = {}
     for result in results:
         for stage, outcome in result.stages.items():
             if outcome.action != "quarantine":
@@ -359,11 +455,18 @@ def actionable_remediation(results: Sequence[CaseResult], examples: int = 25) ->
                         "verdict": verdict.kind,
                         "count": 0,
                         "cases": [],
+                        "more_cases": 0,
                     },
                 )
                 entry["count"] += 1
-                if len(entry["cases"]) < 5:
-                    entry["cases"].append(f"{result.case.id}@{stage}")
+                where = f"{result.case.id}@{stage}"
+                if where in seen.setdefault(key, set()):
+                    continue
+                seen[key].add(where)
+                if len(entry["cases"]) < EXAMPLE_CASES:
+                    entry["cases"].append(where)
+                else:
+                    entry["more_cases"] += 1
     listed = sorted(missing.values(), key=lambda e: (-e["count"], e["rule"]))
     return {
         "share": _share(count, total),

@@ -8,10 +8,14 @@ dynamic plug-ins and the environment of the dependency checks.
 
 An exception from an admission becomes an ``error`` result for that stage:
 it never counts as an allow, and the evaluation goes on with the next one.
+A case path that leaves the corpus is an ``error`` result too. That second
+check runs in case the corpus changed after :func:`~attestgate.evaluation.scenario.load`
+checked every path.
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import logging
 import os
@@ -19,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +32,7 @@ from attestgate.deps.config import (
     OSV_DB_VARIABLE,
     PUBLIC_INDEX_VARIABLE,
 )
+from attestgate.errors import UsageError
 from attestgate.evaluation.scenario import Case, Corpus, CorpusError, inside
 from attestgate.pipeline import admit
 from attestgate.stages import STAGES
@@ -40,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_POLICY = Path("policies") / "eval.yaml"
 ERROR = "error"
+# The lock file in the output folder that one evaluation holds at a time.
+LOCK_FILE = ".attestgate-eval.lock"
 
 # The dependency checks read these from os.environ (attestgate.deps.config).
 # Every admission starts with all of them unset, so that the caller's own
@@ -159,7 +166,7 @@ def admission_inputs(root: Path, case: Case) -> AdmissionInputs:
     if case.policy is not None:
         policy: Path | None = inside(root, case.policy)
     else:
-        default = root / DEFAULT_POLICY
+        default = inside(root, DEFAULT_POLICY.as_posix())
         policy = default if default.is_file() else None
     return AdmissionInputs(
         path=case.path(root),
@@ -359,6 +366,30 @@ def run_corpus(corpus: Corpus, *, home: Path, progress: Progress | None = None) 
     return results
 
 
+@contextmanager
+def output_lock(out: Path) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``out``'s lock file, creating ``out`` if needed.
+
+    Raises :class:`UsageError` at once when another evaluation holds it. The
+    lock is released when the file descriptor closes, also when the process
+    dies, so a stale lock file never blocks a later run.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"output folder {out} is locked by another attestgate eval ({path})",
+                hint="wait for that run to finish, or pass another --out",
+            ) from None
+        yield path
+    finally:
+        os.close(descriptor)
+
+
 def run_evaluation(
     corpus: Corpus,
     out: Path,
@@ -372,12 +403,14 @@ def run_evaluation(
     """Admit the corpus, compute every metric, measure throughput and write the report.
 
     Returns the results document (as written to ``results.json``) and the
-    paths of the files written. The gate home is a new folder under
+    absolute paths of the files written. The gate home is a new folder under
     ``out`` for each run, and a warm-up admission before the first case
     keeps import time out of the latencies. A throughput run that fails is
     reported in the results under ``throughput.error`` instead of stopping
-    the evaluation. ``corpus_seconds`` is the time the caller took to
-    generate the corpus, if it did, and is reported beside the corpus.
+    the evaluation, and failed admissions under ``failed_admissions``.
+    ``corpus_seconds`` is the time the caller took to generate the corpus,
+    if it did, and is reported beside the corpus. The caller holds
+    :func:`output_lock` on ``out`` when other runs may share it.
     """
     import tempfile
     from datetime import UTC, datetime
@@ -387,7 +420,10 @@ def run_evaluation(
 
     started = datetime.now(UTC)
     clock = time.perf_counter()
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    # Absolute paths in the results, whatever the working directory was.
+    corpus = replace(corpus, root=corpus.root.resolve())
     run_folder = Path(tempfile.mkdtemp(prefix="run-", dir=out))
     home = run_folder / "home"
     if progress is not None:
@@ -400,8 +436,11 @@ def run_evaluation(
         "version": 1,
         "quick": quick,
         "started": started.isoformat(timespec="seconds"),
+        "out": str(out),
         "corpus": {**_corpus_summary(corpus), "seconds": corpus_seconds},
         "home": str(home),
+        "labels": metrics.labels(results),
+        "failed_admissions": metrics.failures(results),
         "coverage": metrics.coverage(results),
         "false_positives": metrics.false_positives(results),
         "confusion": decisions.pop("table"),

@@ -121,12 +121,58 @@ def _case_json(case: Case) -> dict[str, Any]:
     return document
 
 
+class CorpusPathError(CorpusError):
+    """A manifest path that is absolute, climbs out with ``..`` or resolves outside the corpus."""
+
+
 def inside(root: Path, relative: str) -> Path:
-    """Resolve a manifest path against ``root``, rejecting one that leaves the corpus."""
+    """Join a manifest path to ``root``, rejecting one that leaves the corpus.
+
+    The path must be relative, without ``..``, and its real path (every
+    symbolic link resolved) must lie inside the real path of ``root``. The
+    joined path is returned unresolved, so that the gate admits a link
+    itself where the corpus has one.
+    """
+    if not isinstance(relative, str):
+        raise CorpusPathError(f"corpus path {relative!r} is not a string")
     candidate = Path(relative)
     if candidate.is_absolute() or ".." in candidate.parts:
-        raise CorpusError(f"corpus path {relative!r} must be relative and stay inside the corpus")
-    return root / candidate
+        raise CorpusPathError(
+            f"corpus path {relative!r} must be relative and stay inside the corpus {root}"
+        )
+    joined = root / candidate
+    try:
+        real_root = root.resolve()
+        real = joined.resolve()
+    except (OSError, RuntimeError) as exc:
+        # Python 3.11 raises RuntimeError for a loop of symbolic links.
+        raise CorpusPathError(f"corpus path {relative!r} cannot be resolved: {exc}") from None
+    if not real.is_relative_to(real_root):
+        raise CorpusPathError(
+            f"corpus path {relative!r} resolves to {real}, outside the corpus {real_root}"
+        )
+    return joined
+
+
+def manifest_paths(case: Case) -> list[tuple[str, str]]:
+    """Return every corpus path the case names, as (field, path) pairs."""
+    paths = [("artifact", case.artifact)]
+    paths += [("evidence", item) for item in case.evidence]
+    paths += [("trust_keys", item) for item in case.trust_keys]
+    if case.policy is not None:
+        paths.append(("policy", case.policy))
+    paths += [(f"env.{name}", case.env[name]) for name in case.env_paths if name in case.env]
+    return paths
+
+
+def check_paths(root: Path, cases: Iterable[Case]) -> None:
+    """Raise :class:`CorpusPathError` for the first case path that leaves ``root``."""
+    for case in cases:
+        for name, value in manifest_paths(case):
+            try:
+                inside(root, value)
+            except CorpusPathError as exc:
+                raise CorpusPathError(f"case {case.id!r}, {name}: {exc}") from None
 
 
 def validate(scenarios: Iterable[Scenario], cases: Iterable[Case]) -> None:
@@ -163,7 +209,12 @@ def validate(scenarios: Iterable[Scenario], cases: Iterable[Case]) -> None:
 
 
 def load(root: Path) -> Corpus:
-    """Read and validate the manifest in ``root``."""
+    """Read and validate the manifest in ``root``.
+
+    The returned corpus has the absolute, resolved ``root``. Every path a
+    case names must lie inside it (:func:`check_paths`), so a manifest that
+    points outside its corpus fails here, before anything is admitted.
+    """
     path = root / MANIFEST
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -182,6 +233,8 @@ def load(root: Path) -> Corpus:
     except (KeyError, TypeError) as exc:
         raise CorpusError(f"{path} has a malformed entry: {exc!r}") from None
     validate(scenarios, cases)
+    root = root.resolve()
+    check_paths(root, cases)
     return Corpus(root, scenarios, cases, dict(document.get("generator") or {}))
 
 

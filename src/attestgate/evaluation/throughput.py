@@ -8,6 +8,10 @@ and stops when the last admission has reported. A SHA-256 pass over the
 same bytes, in the same run, gives the baseline that "cost follows the
 bytes" is judged against.
 
+Only admissions that finished count toward artifacts/s and MiB/s; failed
+ones are counted in ``errors``. A baseline that hashed no bytes (the
+artifacts are missing, say) gives no ratio (``None``).
+
 Dynamic plug-ins are not run here: they measure the sandbox, not intake.
 """
 
@@ -66,9 +70,14 @@ class Job:
 
 @dataclass
 class RunResult:
-    """One measured run at one worker count."""
+    """One measured run at one worker count.
+
+    ``admissions`` were started, ``artifacts`` of them finished with a
+    decision and ``errors`` failed; ``bytes`` are those of the finished ones.
+    """
 
     workers: int
+    admissions: int
     artifacts: int
     bytes: int
     seconds: float
@@ -164,7 +173,8 @@ def measure(
     if not jobs:
         raise RuntimeError("no artifacts to admit for the throughput measurement")
     sizes = {job.path: artifact_size(Path(job.path)) for job in jobs}
-    total_bytes = sum(sizes[job.path] for job in jobs)
+    job_sizes = [sizes[job.path] for job in jobs]
+    total_bytes = sum(job_sizes)
     runs: dict[str, Any] = {}
     if progress is not None:
         progress(f"throughput: starting and warming up {max(workers)} worker process(es)")
@@ -172,7 +182,7 @@ def measure(
         for count in workers:
             if progress is not None:
                 progress(f"throughput: {len(jobs)} admissions with {count} worker(s)")
-            run = pool.run(jobs, count, folder / f"workers-{count}", total_bytes)
+            run = pool.run(jobs, count, folder / f"workers-{count}", job_sizes)
             runs[str(count)] = {
                 "artifacts_per_s": run.artifacts_per_s,
                 "mib_per_s": run.mib_per_s,
@@ -181,9 +191,7 @@ def measure(
 
     baseline = sha256_baseline([job.path for job in jobs])
     for entry in runs.values():
-        entry["ratio_to_sha256"] = (
-            entry["mib_per_s"] / baseline["mib_per_s"] if baseline["mib_per_s"] else 0.0
-        )
+        entry["ratio_to_sha256"] = ratio_to_sha256(entry["mib_per_s"], entry["artifacts"], baseline)
     return {
         "workers": runs,
         "sha256": baseline,
@@ -192,6 +200,13 @@ def measure(
         "bytes": total_bytes,
         "cpus": os.cpu_count(),
     }
+
+
+def ratio_to_sha256(mib_per_s: float, artifacts: int, baseline: dict[str, Any]) -> float | None:
+    """Return a run's MiB/s over the baseline's, or ``None`` when either measured nothing."""
+    if not artifacts or not baseline["bytes"] or not baseline["mib_per_s"]:
+        return None
+    return float(mib_per_s / baseline["mib_per_s"])
 
 
 def sha256_baseline(paths: Sequence[str]) -> dict[str, Any]:
@@ -267,8 +282,11 @@ class WorkerPool:
     def __exit__(self, kind: object, error: object, trace: object) -> None:
         self._stop(force=error is not None)
 
-    def run(self, jobs: Sequence[Job], count: int, folder: Path, size: int) -> RunResult:
-        """Admit ``jobs`` with the first ``count`` workers into one new gate home in ``folder``."""
+    def run(self, jobs: Sequence[Job], count: int, folder: Path, sizes: Sequence[int]) -> RunResult:
+        """Admit ``jobs`` with the first ``count`` workers into one new gate home in ``folder``.
+
+        ``sizes`` are the bytes of each job's artifact, in the order of ``jobs``.
+        """
         home = folder / "home"
         home.mkdir(parents=True, exist_ok=True)
 
@@ -282,15 +300,16 @@ class WorkerPool:
         started = time.perf_counter()
         for control in self._controls[:count]:
             control.put(str(home))
-        done, errors, first_error = _collect(self._results, active, len(jobs))
+        failed, first_error = _collect(self._results, active, len(jobs))
         seconds = time.perf_counter() - started
 
         return RunResult(
             workers=count,
-            artifacts=done,
-            bytes=size,
+            admissions=len(jobs),
+            artifacts=len(jobs) - len(failed),
+            bytes=sum(size for index, size in enumerate(sizes) if index not in failed),
             seconds=seconds,
-            errors=errors,
+            errors=len(failed),
             first_error=first_error,
         )
 
@@ -327,13 +346,15 @@ def _wait_ready(ready: Any, processes: Sequence[Any]) -> None:
                 ) from None
 
 
-def _collect(results: Any, active: Sequence[Any], expected: int) -> tuple[int, int, str | None]:
+def _collect(results: Any, active: Sequence[Any], expected: int) -> tuple[set[int], str | None]:
+    """Wait for ``expected`` results; return the indexes of failed jobs and the first error."""
     deadline = time.monotonic() + RUN_TIMEOUT
-    done = errors = 0
+    done = 0
+    failed: set[int] = set()
     first_error: str | None = None
     while done < expected:
         try:
-            _index, error = results.get(timeout=1.0)
+            index, error = results.get(timeout=1.0)
         except queue.Empty:
             if any(p.exitcode is not None for p in active) or time.monotonic() > deadline:
                 raise RuntimeError(
@@ -342,9 +363,9 @@ def _collect(results: Any, active: Sequence[Any], expected: int) -> tuple[int, i
             continue
         done += 1
         if error is not None:
-            errors += 1
+            failed.add(index)
             first_error = first_error or error
-    return done, errors, first_error
+    return failed, first_error
 
 
 def worker_main(
