@@ -160,3 +160,26 @@ def test_approve_missing_file_refused(tmp_path: Path, model: Path) -> None:
     with pytest.raises(UsageError, match="stored files are missing"):
         approve(home, digest, reason="ok", approver="ana", expires=_later())
     assert _audit_kinds(home) == before
+
+
+def test_cli_prefix_digest(tmp_path: Path, model: Path) -> None:
+    home = tmp_path / "home"
+    digest = _quarantine(home, model)
+    out = io.StringIO()
+    assert main(["quarantine", "list", "--home", str(home)], out) == 0
+    assert digest[:19] in out.getvalue()
+    out = io.StringIO()
+    code = main(["quarantine", "show", digest[:19], "--home", str(home), "--format", "json"], out)
+    assert code == 0
+    assert json.loads(out.getvalue())["item"]["digest"] == digest
+
+
+def test_cli_short_prefix_refused(
+    tmp_path: Path, model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    digest = _quarantine(home, model)
+    code = main(["quarantine", "reject", digest[:12], "--reason", "x", "--home", str(home)])
+    assert code == 2
+    assert "shorter than 12 hex digits" in capsys.readouterr().err
+    assert ContentStore(home, "quarantine").contains(digest)

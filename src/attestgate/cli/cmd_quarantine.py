@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -51,12 +52,14 @@ def register(sub: Any) -> None:
     showing.add_argument(
         "digest",
         metavar="DIGEST",
-        help="sha256: and the 64 hex digits of a queued artifact (`list --format json` "
-        "prints them in full)",
+        help="sha256: and the hex digits of an entry: all 64, or a unique prefix of at "
+        "least 12 as `list` prints it",
     )
 
     approving = actions.add_parser("approve", help="approve with a reason and an expiry")
-    approving.add_argument("digest", metavar="DIGEST", help="sha256:<hex> of a queued artifact")
+    approving.add_argument(
+        "digest", metavar="DIGEST", help="sha256:<hex> of a queued artifact, or a unique prefix"
+    )
     approving.add_argument("--reason", required=True, help="why the findings are acceptable")
     approving.add_argument(
         "--expires",
@@ -75,7 +78,9 @@ def register(sub: Any) -> None:
     )
 
     rejecting = actions.add_parser("reject", help="reject and remove from quarantine")
-    rejecting.add_argument("digest", metavar="DIGEST", help="sha256:<hex> of a queued artifact")
+    rejecting.add_argument(
+        "digest", metavar="DIGEST", help="sha256:<hex> of a queued artifact, or a unique prefix"
+    )
     rejecting.add_argument("--reason", required=True, help="what is wrong with the artifact")
     rejecting.add_argument("--reviewer", help="reviewer name (default: the login name)")
 
@@ -160,6 +165,40 @@ def _text_show(shown: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The shortest digest prefix accepted, as `list` prints it: sha256: and 12 hex digits.
+MIN_PREFIX_HEX = 12
+
+
+def _full_digest(home: Path, text: str, list_queue: Any) -> str:
+    """Return the full digest that ``text`` names, expanding a unique prefix of a queued one."""
+    hex_part = text.removeprefix("sha256:").lower()
+    if len(hex_part) == 64 or not re.fullmatch(r"[0-9a-f]+", hex_part):
+        return text
+    if len(hex_part) < MIN_PREFIX_HEX:
+        raise UsageError(
+            f"digest prefix {text!r} is shorter than {MIN_PREFIX_HEX} hex digits",
+            hint="give the full digest or the prefix `attestgate quarantine list` prints",
+        )
+    matches = sorted(
+        {
+            item.digest
+            for item in list_queue(home, state=None)
+            if item.digest.removeprefix("sha256:").startswith(hex_part)
+        }
+    )
+    if len(matches) == 1:
+        return str(matches[0])
+    if not matches:
+        raise UsageError(
+            f"no quarantine entry has a digest starting with {text!r}",
+            hint="run `attestgate quarantine list --state all` to see the digests",
+        )
+    raise UsageError(
+        f"digest prefix {text!r} matches {len(matches)} entries",
+        hint="give more hex digits, or the full digest from `list --format json`",
+    )
+
+
 def run(args: argparse.Namespace, stdout: TextIO) -> int:
     from attestgate.policy import load_policy
     from attestgate.stores import approve, list_queue, reconcile, reject, show
@@ -167,6 +206,8 @@ def run(args: argparse.Namespace, stdout: TextIO) -> int:
     home = args.home or common.default_home()
     common.check_output(args.output)
     as_json = args.format == "json"
+    if args.action in ("show", "approve", "reject"):
+        args.digest = _full_digest(home, args.digest, list_queue)
     if args.action == "list":
         older = timedelta(hours=args.older_than) if args.older_than is not None else None
         filtered = args.stage is not None or args.severity is not None or older is not None
