@@ -410,3 +410,25 @@ def test_peer_summary(results: list[CaseResult]) -> None:
     # hub-clean is quarantined at deployment, clean-2 errored.
     assert (gate["detections"], gate["false_positives"], gate["errors"]) == (1, 1, 1)
     assert gate["false_positive_cases"] == ["hub-clean"]
+
+
+def test_peer_row_judged_at_training() -> None:
+    # Unsigned but clean: the corpus policy quarantines it at deployment for
+    # missing provenance, which no content scanner would report.
+    unsigned = CaseResult(
+        case(
+            "clean-unsigned",
+            CLEAN_BASELINE,
+            {"training": "allow", "deployment": "quarantine"},
+            hostile=False,
+        ),
+        100,
+        {
+            "training": stage("allow"),
+            "deployment": stage("quarantine", PROVENANCE),
+        },
+    )
+    peers = {"results": [{"case": "clean-unsigned", "tool": "picklescan", "detected": False}]}
+    gate = metrics.peer_summary(peers, [unsigned])["attestgate"]
+    assert gate["false_positives"] == 0
+    assert gate["clean"] == 1

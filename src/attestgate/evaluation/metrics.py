@@ -38,7 +38,9 @@ SIZE_BUCKETS = (
 )
 
 # The stage at which "detected" is judged when comparing with other scanners.
-PEER_STAGE = "deployment"
+# The corpus policy asks for no provenance in training, so the decision there
+# rests on the artifact's content alone, which is all the other scanners see.
+PEER_STAGE = "training"
 
 # Decisions named per non-actionable remediation text; the rest are counted.
 EXAMPLE_CASES = 5
@@ -546,8 +548,8 @@ def peer_summary(
     A hostile case counts as a detection or a miss, and a clean one as a
     false positive when detected. A case the tool failed on (``detected``
     is ``None``) counts as an error. attestgate's own row uses the cases the
-    peers ran on, and "detected" means a decision other than allow at the
-    deployment stage (at the last labelled stage when deployment has no label).
+    peers ran on, and "detected" means a decision other than allow at
+    :data:`PEER_STAGE` (at the last labelled stage when that stage has no label).
     """
     by_id = {r.case.id: r for r in results}
     rows: dict[str, dict[str, Any]] = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from attestgate._version import __version__
-from attestgate.evaluation.metrics import LATENCY_STEPS
+from attestgate.evaluation.metrics import LATENCY_STEPS, PEER_STAGE
 from attestgate.evaluation.runner import ERROR
 from attestgate.evaluation.scenario import ACTIONS, FAMILIES
 
@@ -589,7 +589,8 @@ def _peers_section(peers: Mapping[str, Any]) -> list[str]:
         )
     lines += [
         "Malicious-hub and clean-baseline cases. attestgate counts as detecting when its "
-        "deployment decision is not allow.",
+        f"{PEER_STAGE} decision is not allow: the corpus policy asks for no provenance "
+        "there, so that decision rests on the artifact's content, as the other scanners' do.",
         "",
         *_table(("tool", "version", "detected", "missed", "false positives", "errors"), rows),
     ]
