@@ -221,3 +221,29 @@ def test_old_store_entries_adopted(home: Path, model: Path, model_dir: Path) -> 
     result = reconcile(home)
     assert sorted(result.added) == sorted([first, second])
     assert sorted(r["audit_seq"] for r in _rows(home)) == _promotion_seqs(home)
+
+
+def test_crash_before_release_record(
+    home: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*args: object, **kwargs: object) -> bool:
+        raise KeyboardInterrupt
+
+    digest = _quarantine(home, model)
+    with monkeypatch.context() as patch:
+        patch.setattr(queue_module, "_remove", crash)
+        with pytest.raises(KeyboardInterrupt):
+            approve(home, digest, reason="built in-house", approver="ana", expires=_later())
+    assert ContentStore(home, "trusted").contains(digest)
+    assert _rows(home)[0]["state"] == "queued"
+    result = reconcile(home)
+    assert result.completed == [digest]
+    assert _rows(home)[0]["state"] == "approved"
+    assert _rows(home)[0]["reviewer"] == "ana"
+    assert not ContentStore(home, "quarantine").contains(digest)
+    log = AuditLog(home)
+    try:
+        assert log.records()[-1].kind == "quarantine.release"
+        assert log.verify().ok
+    finally:
+        log.close()

@@ -15,7 +15,14 @@ finishes what the audit log shows was started:
    row update did not finish. Remove the bytes if they are still there, and
    mark the row approved or rejected.
 
-3. A queued row whose bytes are missing without such a record is reported
+3. A queued row whose approval promoted the artifact to the trusted store
+   (a ``quarantine.approve`` and then a trusted ``promotion`` record after
+   its own), but whose ``quarantine.release`` was never written, is
+   released now: record the release, remove the bytes, mark the row. Left
+   queued, a later rejection would leave the trusted copy and its allow
+   decision in place.
+
+4. A queued row whose bytes are missing without such a record is reported
    as missing: the bytes were removed outside the gate. A reviewer clears it
    by rejecting it.
 
@@ -153,8 +160,51 @@ def _finish_reviews(audit: AuditLog, store: ContentStore, result: Reconciliation
         later = [r for r in reviews.get(row.digest, []) if r.seq > row.audit_seq]
         if later:
             _finish(audit, store, row, later[-1], result)
+            continue
+        approval = _unreleased_approval(audit, row)
+        if approval is not None:
+            entry = audit.append(
+                "quarantine.release",
+                {
+                    "store": "quarantine",
+                    "actor": approval.get("approver", ""),
+                    "reason": approval.get("reason", ""),
+                },
+                artifact_digest=row.digest,
+            )
+            _finish(audit, store, row, _Review(entry.kind, entry.body, entry.created_at), result)
         elif not store.contains(row.hex_digest):
             result.missing.append(row.digest)
+
+
+@dataclass(frozen=True)
+class _Review:
+    """A review audit record in the shape :func:`_finish` reads from the table."""
+
+    kind: str
+    body_json: dict[str, Any]
+    created_at: str
+
+    @property
+    def body(self) -> str:
+        return json.dumps(self.body_json)
+
+
+def _unreleased_approval(audit: AuditLog, row: QueueRow) -> dict[str, Any] | None:
+    """Return the approval whose trusted promotion followed ``row``'s, if no release did."""
+    approval: dict[str, Any] | None = None
+    for entry in audit.records(artifact_digest=row.digest):
+        if entry.seq <= row.audit_seq:
+            continue
+        if entry.kind == "quarantine.approve":
+            approval = entry.body
+        elif (
+            approval is not None
+            and entry.kind == "promotion"
+            and entry.body.get("store") == "trusted"
+        ):
+            return approval
+    return None
 
 
 def _finish(
