@@ -183,3 +183,14 @@ def test_cli_short_prefix_refused(
     assert code == 2
     assert "shorter than 12 hex digits" in capsys.readouterr().err
     assert ContentStore(home, "quarantine").contains(digest)
+
+
+def test_cli_approve_duration(tmp_path: Path, model: Path) -> None:
+    home = tmp_path / "home"
+    digest = _quarantine(home, model)
+    out = io.StringIO()
+    args = ["quarantine", "approve", digest, "--reason", "ok", "--expires", "10d"]
+    assert main([*args, "--approver", "ana", "--home", str(home), "--format", "json"], out) == 0
+    body = json.loads(out.getvalue())
+    expires = datetime.fromisoformat(body["exceptions"][0]["expires_at"])
+    assert timedelta(days=9) < expires - datetime.now(UTC) <= timedelta(days=10)

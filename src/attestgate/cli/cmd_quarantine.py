@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from attestgate.cli import common
+from attestgate.cli.cmd_exceptions import parse_expiry
 from attestgate.errors import UsageError
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
@@ -65,8 +66,9 @@ def register(sub: Any) -> None:
         "--expires",
         required=True,
         metavar="DATE",
-        help="when the exception ends: an ISO 8601 date (the end of that day, UTC) or time "
-        "(UTC unless it has an offset), at most 366 days away",
+        help="when the exception ends: a duration such as 30d, 12h or 90m, or an ISO 8601 "
+        "date (the end of that day, UTC) or time (UTC unless it has an offset), at most 366 "
+        "days away and within the policy's maxDays",
     )
     approving.add_argument("--approver", help="reviewer name (default: the login name)")
     approving.add_argument(
@@ -92,19 +94,6 @@ def register(sub: Any) -> None:
     for child in (listing, showing, approving, rejecting, reconciling):
         common.add_home_option(child)
         common.add_output_options(child)
-
-
-def parse_expiry(text: str) -> datetime:
-    """Parse an ISO 8601 date or time; a date means its end, and naive times are UTC."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise UsageError(
-            f"invalid expiry {text!r}", hint="use an ISO 8601 date such as 2027-01-31"
-        ) from exc
-    if len(text) == 10:
-        value = value + timedelta(days=1) - timedelta(seconds=1)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _text_list(items: list[dict[str, Any]], state: str, filtered: bool) -> str:
@@ -231,7 +220,7 @@ def run(args: argparse.Namespace, stdout: TextIO) -> int:
             args.digest,
             reason=args.reason,
             approver=args.approver or getpass.getuser(),
-            expires=parse_expiry(args.expires),
+            expires=parse_expiry(args.expires, datetime.now(UTC)),
             policy=load_policy(args.policy) if args.policy else None,
         )
         body = result.to_json()
