@@ -231,7 +231,7 @@ def test_crash_before_release_record(
 
     digest = _quarantine(home, model)
     with monkeypatch.context() as patch:
-        patch.setattr(queue_module, "_remove", crash)
+        patch.setattr(queue_module, "finish_review", crash)
         with pytest.raises(KeyboardInterrupt):
             approve(home, digest, reason="built in-house", approver="ana", expires=_later())
     assert ContentStore(home, "trusted").contains(digest)

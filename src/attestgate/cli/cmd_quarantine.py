@@ -158,8 +158,10 @@ def _text_show(shown: dict[str, Any]) -> str:
 MIN_PREFIX_HEX = 12
 
 
-def _full_digest(home: Path, text: str, list_queue: Any) -> str:
-    """Return the full digest that ``text`` names, expanding a unique prefix of a queued one."""
+def _full_digest(home: Path, text: str) -> str:
+    """Return the full digest that ``text`` names, expanding a unique prefix of an entry's."""
+    from attestgate.stores import list_queue
+
     hex_part = text.removeprefix("sha256:").lower()
     if len(hex_part) == 64 or not re.fullmatch(r"[0-9a-f]+", hex_part):
         return text
@@ -196,7 +198,7 @@ def run(args: argparse.Namespace, stdout: TextIO) -> int:
     common.check_output(args.output)
     as_json = args.format == "json"
     if args.action in ("show", "approve", "reject"):
-        args.digest = _full_digest(home, args.digest, list_queue)
+        args.digest = _full_digest(home, args.digest)
     if args.action == "list":
         older = timedelta(hours=args.older_than) if args.older_than is not None else None
         filtered = args.stage is not None or args.severity is not None or older is not None

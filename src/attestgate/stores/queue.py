@@ -458,7 +458,7 @@ def _approve(
         result.promotion = promote(
             home, admission.record, "trusted", source=store.artifact_path(hex_digest)
         )
-        result.released = _remove(home, store, row, APPROVED, approver, reason)
+        result.released = finish_review(home, store, row, APPROVED, approver, reason)
     elif admission.action == "quarantine":
         promote(home, admission.record, "quarantine")
     logger.info("approved %s by %s: now %s", artifact_digest, approver, result.decision)
@@ -482,7 +482,7 @@ def _check_same_policy(record: dict[str, Any], policy: Policy) -> None:
         )
 
 
-def _remove(
+def finish_review(
     home: Path, store: ContentStore, row: QueueRow, state: str, actor: str, reason: str
 ) -> bool:
     """Record the review, remove the quarantine copy, then mark the row; return the removal."""
@@ -518,7 +518,7 @@ def reject(home: Path, digest: str, *, reason: str, reviewer: str) -> bool:
         raise UsageError("a rejection needs a reason", hint="say what is wrong with the artifact")
     with review_lock(home, parse_digest(digest)):
         store, row, _record = _require(home, digest, need_bytes=False)
-        removed = _remove(home, store, row, REJECTED, reviewer, reason)
+        removed = finish_review(home, store, row, REJECTED, reviewer, reason)
     logger.info("rejected %s by %s", row.digest, reviewer)
     return removed
 

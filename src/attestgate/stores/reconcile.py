@@ -15,12 +15,11 @@ finishes what the audit log shows was started:
    row update did not finish. Remove the bytes if they are still there, and
    mark the row approved or rejected.
 
-3. A queued row whose approval promoted the artifact to the trusted store
-   (a ``quarantine.approve`` and then a trusted ``promotion`` record after
-   its own), but whose ``quarantine.release`` was never written, is
-   released now: record the release, remove the bytes, mark the row. Left
-   queued, a later rejection would leave the trusted copy and its allow
-   decision in place.
+3. A queued row can have an approval that promoted the artifact to the
+   trusted store (a ``quarantine.approve`` and then a trusted ``promotion``
+   record after the row's own) but no ``quarantine.release``. Release it
+   now: record the release, remove the bytes, mark the row. Left queued, a
+   later rejection would leave the trusted copy and its allow decision.
 
 4. A queued row whose bytes are missing without such a record is reported
    as missing: the bytes were removed outside the gate. A reviewer clears it
@@ -46,6 +45,7 @@ from attestgate.audit.log import audit_records
 from attestgate.errors import StorageError
 from attestgate.storage import database_url, db_error
 from attestgate.stores.local import ContentStore
+from attestgate.stores.queue import finish_review
 from attestgate.stores.queue_table import (
     APPROVED,
     REJECTED,
@@ -150,7 +150,9 @@ def _reviews_after(audit: AuditLog, first_seq: int) -> dict[str, list[Any]]:
     return found
 
 
-def _finish_reviews(audit: AuditLog, store: ContentStore, result: Reconciliation) -> None:
+def _finish_reviews(
+    home: Path, audit: AuditLog, store: ContentStore, result: Reconciliation
+) -> None:
     with audit.engine.connect() as conn:
         rows = select_rows(conn)
     if not rows:
@@ -163,31 +165,19 @@ def _finish_reviews(audit: AuditLog, store: ContentStore, result: Reconciliation
             continue
         approval = _unreleased_approval(audit, row)
         if approval is not None:
-            entry = audit.append(
-                "quarantine.release",
-                {
-                    "store": "quarantine",
-                    "actor": approval.get("approver", ""),
-                    "reason": approval.get("reason", ""),
-                },
-                artifact_digest=row.digest,
+            # The steps the approval would have taken next: the release
+            # record, the removal of the bytes, then the row.
+            finish_review(
+                home,
+                store,
+                row,
+                APPROVED,
+                str(approval.get("approver", "")),
+                str(approval.get("reason", "")),
             )
-            _finish(audit, store, row, _Review(entry.kind, entry.body, entry.created_at), result)
+            result.completed.append(row.digest)
         elif not store.contains(row.hex_digest):
             result.missing.append(row.digest)
-
-
-@dataclass(frozen=True)
-class _Review:
-    """A review audit record in the shape :func:`_finish` reads from the table."""
-
-    kind: str
-    body_json: dict[str, Any]
-    created_at: str
-
-    @property
-    def body(self) -> str:
-        return json.dumps(self.body_json)
 
 
 def _unreleased_approval(audit: AuditLog, row: QueueRow) -> dict[str, Any] | None:
@@ -236,7 +226,7 @@ def reconcile(home: Path, audit: AuditLog | None = None) -> Reconciliation:
     store = ContentStore(home, "quarantine")
     try:
         _add_missing_rows(log, store, result)
-        _finish_reviews(log, store, result)
+        _finish_reviews(home, log, store, result)
     except sa.exc.SQLAlchemyError as exc:
         raise StorageError(
             f"the quarantine queue in {home} could not be reconciled: {db_error(exc)}",
