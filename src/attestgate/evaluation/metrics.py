@@ -38,7 +38,7 @@ SIZE_BUCKETS = (
 )
 
 # The stage at which "detected" is judged when comparing with other scanners.
-# The corpus policy asks for no provenance in training, so the decision there
+# The corpus policy requires no provenance in training, so the decision there
 # rests on the artifact's content alone, which is all the other scanners see.
 PEER_STAGE = "training"
 

@@ -589,7 +589,7 @@ def _peers_section(peers: Mapping[str, Any]) -> list[str]:
         )
     lines += [
         "Malicious-hub and clean-baseline cases. attestgate counts as detecting when its "
-        f"{PEER_STAGE} decision is not allow: the corpus policy asks for no provenance "
+        f"{PEER_STAGE} decision is not allow: the corpus policy requires no provenance "
         "there, so that decision rests on the artifact's content, as the other scanners' do.",
         "",
         *_table(("tool", "version", "detected", "missed", "false positives", "errors"), rows),

@@ -1,9 +1,9 @@
 """The labelled scenario corpus: what each case is, what an attacker did, what the gate should do.
 
 A corpus is a folder with a ``corpus.json`` manifest. A *scenario* is one
-attack (or one clean baseline) told as a sequence of attacker steps; each
-step, and each clean artifact, is a *case*: one artifact to admit, with the
-decision the gate should reach for every stage. The labels come from the
+attack (or one clean baseline), described as a sequence of attacker steps.
+Each step, and each clean artifact, is a *case*: one artifact to admit, with
+the decision the gate should reach for every stage. The labels come from the
 threat model of the scenario, never from running the gate.
 
 All paths in the manifest are relative to the corpus folder, so a corpus can
@@ -38,7 +38,7 @@ class CorpusError(ValueError):
 
 @dataclass(frozen=True)
 class Scenario:
-    """One attack, or one group of clean artifacts, told as the attacker's steps."""
+    """One attack, or one group of clean artifacts, described as the attacker's steps."""
 
     id: str
     family: str
@@ -53,7 +53,7 @@ class Case:
     ``hostile`` cases realise one attacker step (``step``); clean ones have
     ``step`` ``None``. ``twin`` names the case that differs only in the
     hostile part. ``evidence``, ``trust_keys`` and ``policy`` are corpus
-    paths passed to the admission; ``env`` holds environment variables for
+    paths passed to the admission. ``env`` contains environment variables for
     the dependency checks, whose values are corpus paths when
     ``env_paths`` lists their names. ``notes`` says what the label rests
     on, for instance what a correct signature can and cannot prove.

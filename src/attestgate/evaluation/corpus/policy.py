@@ -25,9 +25,9 @@ EVAL_POLICY = """\
 #   without training or release claims (a wheel's provenance, say) is not
 #   a reason by itself (evidence.missing-claim).
 # - An internal package name that is also public is judged by who signed
-#   the artifact: a wheel of that name from a trusted producer is the
-#   internal release, and anything else that can pull the name from the
-#   public index blocks (custom.internal-name-unsigned).
+#   the artifact. A wheel of that name from a trusted producer is the
+#   internal release. Anything else that can pull the name from the public
+#   index blocks (custom.internal-name-unsigned).
 apiVersion: attestgate/v2
 kind: Policy
 metadata:
